@@ -1,0 +1,280 @@
+/*!
+The command line: clap definitions, validation of names and durations, and
+the dispatch to `run` and `status`. Every parse error becomes one line on
+stderr and exit 64; every other error is printed by [`main`] as one line with
+the exit status `error.rs` assigns to it.
+*/
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result, exit};
+use crate::queue::Mode;
+use crate::run::RunArgs;
+use crate::store::Resource;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "baton",
+    version,
+    about = "Run commands that share a resource one at a time, in priority order.",
+    after_help = "Exit status: the command's own; 128+N if it (or a waiting baton) was ended by \
+signal N; 75 not started (--no-wait, --wait-timeout); 124 --timeout; 126/127 command not \
+executable/not found; 64 bad arguments; 77 unsafe state directory; 70 internal error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run COMMAND once its resources are granted, holding them until it ends.
+    Run(RunCli),
+    /// Show who holds each resource and who waits for it, in service order.
+    Status(StatusCli),
+}
+
+#[derive(Args, Debug)]
+struct RunCli {
+    /// Hold NAME exclusively (repeatable).
+    #[arg(short = 'l', long = "lock", value_name = "NAME")]
+    lock: Vec<String>,
+    /// Hold NAME shared: shared holders run together, never beside an exclusive one (repeatable).
+    #[arg(short = 's', long = "shared", value_name = "NAME")]
+    shared: Vec<String>,
+    /// Take one of N slots of NAME: at most N such jobs run at once (repeatable).
+    #[arg(long = "slots", value_name = "NAME=N")]
+    slots: Vec<String>,
+    /// Higher is served first; may be negative.
+    #[arg(
+        short = 'p',
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    priority: i64,
+    /// The job's name in status [default: the systemd unit, else the command's base name].
+    #[arg(long = "name", value_name = "JOB")]
+    name: Option<String>,
+    /// If the job cannot start at once, exit 75 without running it.
+    #[arg(short = 'n', long = "no-wait")]
+    no_wait: bool,
+    /// If not started within DUR, leave the queue and exit 75.
+    #[arg(short = 'w', long = "wait-timeout", value_name = "DUR", value_parser = parse_duration)]
+    wait_timeout: Option<Duration>,
+    /// Stop the command after DUR of running: SIGTERM, SIGKILL after --grace; exit 124.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// How long a stopped command gets between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+    grace: Duration,
+    #[command(flatten)]
+    common: Common,
+    /// Print nothing of baton's own but errors.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// The command to run, and its arguments.
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+struct StatusCli {
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: Common,
+    /// Only these resources.
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// State directory [default: $BATON_DIR, $XDG_RUNTIME_DIR/baton, /run/baton (root), /tmp/baton-$UID].
+    #[arg(long, value_name = "DIR", env = "BATON_DIR", hide_env = true)]
+    dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn dir(self) -> PathBuf {
+        self.dir
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(crate::store::default_dir)
+    }
+}
+
+/// A human duration (`500ms`, `30s`, `1h30m`), or bare seconds (`2.5`) as
+/// flock(1) takes them.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{s}'"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration '{s}': {e}"))
+}
+
+/// SPEC "Words": 1 to 255 bytes of UTF-8, no control characters.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::Usage("resource name is empty".into()));
+    }
+    if name.len() > 255 {
+        return Err(Error::Usage(format!(
+            "resource name is {} bytes long, more than 255",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::Usage(format!(
+            "resource name {name:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+impl RunCli {
+    fn validate(self) -> Result<RunArgs> {
+        let mut resources: Vec<Resource> = Vec::new();
+        let mut add = |name: String, mode: Mode| -> Result<()> {
+            check_name(&name)?;
+            match resources.iter().find(|r| r.name == name) {
+                Some(r) if r.mode() == mode => Ok(()),
+                Some(_) => Err(Error::Usage(format!(
+                    "resource {name:?} is given in two different modes"
+                ))),
+                None => {
+                    resources.push(Resource::new(name, mode));
+                    Ok(())
+                }
+            }
+        };
+        for n in self.lock {
+            add(n, Mode::Exclusive)?;
+        }
+        for n in self.shared {
+            add(n, Mode::Shared)?;
+        }
+        for s in self.slots {
+            let (name, n) = s
+                .rsplit_once('=')
+                .ok_or_else(|| Error::Usage(format!("--slots {s:?}: expected NAME=N")))?;
+            let n: u32 = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--slots {s:?}: N must be a whole number from 1 to 1000000"
+                    ))
+                })?;
+            add(name.to_string(), Mode::Slots(n))?;
+        }
+        if resources.is_empty() {
+            return Err(Error::Usage(
+                "baton run needs at least one --lock, --shared or --slots".into(),
+            ));
+        }
+        if let Some(n) = &self.name
+            && (n.is_empty() || n.chars().any(char::is_control))
+        {
+            return Err(Error::Usage(
+                "--name must be non-empty, without control characters".into(),
+            ));
+        }
+        Ok(RunArgs {
+            resources,
+            priority: self.priority,
+            name: self.name,
+            no_wait: self.no_wait,
+            wait_timeout: self.wait_timeout,
+            timeout: self.timeout,
+            grace: self.grace,
+            dir: self.common.dir(),
+            quiet: self.quiet,
+            command: self.command,
+        })
+    }
+}
+
+/// Parse, dispatch, and turn the outcome into an exit status.
+pub fn main() -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("baton: a subcommand is needed: run or status (see baton --help)");
+            return exit::USAGE;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad arguments");
+            eprintln!("baton: {}", line.trim_start_matches("error: "));
+            return exit::USAGE;
+        }
+    };
+    let outcome = match cli.command {
+        Cmd::Run(r) => r.validate().and_then(crate::run::run),
+        Cmd::Status(s) => s
+            .names
+            .iter()
+            .try_for_each(|n| check_name(n))
+            .and_then(|()| crate::status::status(&s.common.dir(), s.json, &s.names)),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("~/Maildir").is_ok());
+        assert!(check_name("../x").is_ok());
+        assert!(check_name(&"é".repeat(127)).is_ok());
+        assert!(check_name(&"a".repeat(256)).is_err());
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_name("a\u{7f}").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

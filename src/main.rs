@@ -1,0 +1,20 @@
+/*!
+baton: run commands that share a resource one at a time, in priority order,
+with no daemon, no polling and no stale locks. `main` only dispatches; see
+`cli.rs` for the command line and `docs/design.md` for the theory of
+operation.
+*/
+
+mod cli;
+mod error;
+mod ofd;
+mod progress;
+mod queue;
+mod run;
+mod signals;
+mod status;
+mod store;
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(cli::main())
+}

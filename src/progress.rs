@@ -1,0 +1,103 @@
+/*!
+What a waiting baton tells the person or log watching it, on stderr.
+
+On a terminal: one live line, redrawn in place when the queue changes and
+once a second so that "for how long" stays true. Elsewhere (a journal, a
+cron mail): one line when the wait starts and one when the job is granted.
+`--quiet` silences both; errors are printed elsewhere.
+*/
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use crate::store::{BlockInfo, now_ms};
+
+pub struct Progress {
+    quiet: bool,
+    tty: bool,
+    since: Instant,
+    /// The latest reason for waiting, once the job has waited.
+    blocked: Option<BlockInfo>,
+}
+
+/// A duration as people read it: `850ms`, `12s`, `3m 4s`.
+pub fn short(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis());
+    }
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            since: Instant::now(),
+            blocked: None,
+        }
+    }
+
+    /// How long until the live line needs a redraw, if it does.
+    pub fn tick(&self) -> Option<Duration> {
+        (self.tty && !self.quiet && self.blocked.is_some()).then_some(Duration::from_secs(1))
+    }
+
+    /// The job cannot start yet, for this reason.
+    pub fn blocked(&mut self, info: BlockInfo) {
+        let first = self.blocked.is_none();
+        self.blocked = Some(info);
+        if self.tty || first {
+            self.redraw();
+        }
+    }
+
+    /// The text of the waiting line.
+    pub fn line(&self) -> Option<String> {
+        let b = self.blocked.as_ref()?;
+        let mut s = format!("waiting for {}", b.resource);
+        if let Some(h) = &b.holder {
+            let held = h
+                .started_ms
+                .map(|t| Duration::from_millis(now_ms().saturating_sub(t)));
+            s += &format!(": held by {} (pid {})", h.name, h.child.unwrap_or(h.pid));
+            if let Some(d) = held {
+                s += &format!(" for {}", short(d));
+            }
+        }
+        s += &format!(", {} ahead", b.ahead);
+        Some(s)
+    }
+
+    pub fn redraw(&mut self) {
+        let (Some(line), false) = (self.line(), self.quiet) else {
+            return;
+        };
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[Kbaton: {line}");
+        } else {
+            let _ = writeln!(err, "baton: {line}");
+        }
+        let _ = err.flush();
+    }
+
+    /// The job got its resources.
+    pub fn granted(&mut self) {
+        let Some(b) = self.blocked.take() else { return };
+        if self.quiet {
+            return;
+        }
+        let waited = short(self.since.elapsed());
+        let mut err = std::io::stderr().lock();
+        let clear = if self.tty { "\r\x1b[K" } else { "" };
+        let _ = writeln!(err, "{clear}baton: got {} after {waited}", b.resource);
+    }
+
+    /// The job left the queue without starting.
+    pub fn left(&mut self) {
+        if self.tty && !self.quiet && self.blocked.take().is_some() {
+            let _ = writeln!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}

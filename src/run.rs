@@ -1,0 +1,290 @@
+/*!
+`baton run`: queue, wait, run the command holding the resources, pass on
+signals, stop it on `--timeout`, and report its exit status.
+
+The order of events is what makes the SPEC's shutdown guarantee hold: signal
+handlers are installed before the job joins the queue, a signal that arrives
+while waiting (or between the grant and the spawn) makes the job leave the
+queue and exit 128+N without running the command, and once the command runs
+every such signal goes to its process group instead.
+*/
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{AccessFlags, Pid, access};
+
+use crate::error::{Error, Result, exit};
+use crate::progress::Progress;
+use crate::signals::Signals;
+use crate::store::{Attempt, Job, JobInfo, Resource, StateDir, now_ms};
+
+/// A validated `baton run`.
+#[derive(Debug)]
+pub struct RunArgs {
+    pub resources: Vec<Resource>,
+    pub priority: i64,
+    pub name: Option<String>,
+    pub no_wait: bool,
+    pub wait_timeout: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub grace: Duration,
+    pub dir: PathBuf,
+    pub quiet: bool,
+    pub command: Vec<OsString>,
+}
+
+pub fn run(args: RunArgs) -> Result<u8> {
+    let signals = Signals::install()
+        .map_err(|e| Error::Internal(format!("installing signal handlers: {e}")))?;
+    let program = resolve(&args.command[0])?;
+    let dir = StateDir::open(&args.dir, true)?
+        .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
+    let info = JobInfo {
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&args.command[0])),
+        pid: std::process::id() as i32,
+        uid: nix::unistd::geteuid().as_raw(),
+        priority: args.priority,
+        queued_ms: now_ms(),
+        resources: args.resources.clone(),
+        command: args
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        ..JobInfo::default()
+    };
+    let mut progress = Progress::new(args.quiet);
+    let (mut job, first) = Job::enqueue(&dir, &info)?;
+    if let Attempt::Blocked(why) = first {
+        if args.no_wait {
+            job.leave();
+            return Ok(exit::NOT_STARTED);
+        }
+        progress.blocked(why);
+        let deadline = args.wait_timeout.map(|d| Instant::now() + d);
+        match wait(&mut job, &signals, deadline, &mut progress)? {
+            Waited::Granted => {}
+            Waited::Gave(code) => {
+                progress.left();
+                job.leave();
+                return Ok(code);
+            }
+        }
+    }
+    progress.granted();
+    // A signal between the grant and the spawn still counts as "waiting".
+    if let Some(sig) = signals.take() {
+        job.leave();
+        return Ok(sig.exit_code());
+    }
+    job.make_inheritable()?;
+    let mut cmd = Command::new(&program);
+    cmd.arg0(&args.command[0])
+        .args(&args.command[1..])
+        .process_group(0);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let err = spawn_error(&args.command[0], e);
+            job.finish(i32::from(err.exit_code()));
+            return Err(err);
+        }
+    };
+    job.record_child(child.id() as i32);
+    let (status, timed_out) = supervise(child, &signals, args.timeout, args.grace)?;
+    job.finish(status);
+    Ok(if timed_out {
+        exit::TIMEOUT
+    } else {
+        status as u8
+    })
+}
+
+enum Waited {
+    Granted,
+    /// Left the queue: exit with this status.
+    Gave(u8),
+}
+
+/// Sleep until the job is granted, a signal arrives or the deadline passes.
+fn wait(
+    job: &mut Job,
+    signals: &Signals,
+    deadline: Option<Instant>,
+    progress: &mut Progress,
+) -> Result<Waited> {
+    loop {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            return Ok(Waited::Gave(exit::NOT_STARTED));
+        }
+        let timeout = [deadline.map(|d| d - now), progress.tick()]
+            .into_iter()
+            .flatten()
+            .min();
+        let (sig_ready, wake_ready) = {
+            let mut fds = [
+                PollFd::new(signals.fd(), PollFlags::POLLIN),
+                PollFd::new(job.wake_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, poll_timeout(timeout)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if sig_ready && let Some(sig) = signals.take() {
+            return Ok(Waited::Gave(sig.exit_code()));
+        }
+        if wake_ready {
+            job.drain_wakes();
+            match job.attempt()? {
+                Attempt::Granted => return Ok(Waited::Granted),
+                Attempt::Blocked(why) => progress.blocked(why),
+            }
+        } else {
+            progress.redraw();
+        }
+    }
+}
+
+/// Run the command to its end, passing on signals and enforcing `--timeout`.
+/// Returns its exit status (128+N if killed by signal N) and whether the
+/// timeout fired.
+fn supervise(
+    mut child: Child,
+    signals: &Signals,
+    timeout: Option<Duration>,
+    grace: Duration,
+) -> Result<(i32, bool)> {
+    let group = Pid::from_raw(child.id() as i32);
+    let mut term_at = timeout.map(|t| Instant::now() + t);
+    let mut kill_at: Option<Instant> = None;
+    let mut timed_out = false;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Error::Internal(format!("waiting for the command: {e}")))?
+        {
+            let code = status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(exit::SOFTWARE as i32);
+            return Ok((code, timed_out));
+        }
+        let now = Instant::now();
+        if term_at.is_some_and(|t| t <= now) {
+            term_at = None;
+            timed_out = true;
+            kill_at = Some(now + grace);
+            let _ = killpg(group, Signal::SIGTERM);
+        }
+        if kill_at.is_some_and(|t| t <= now) {
+            kill_at = None;
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        let timeout = [term_at, kill_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now));
+        let mut fds = [PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, poll_timeout(timeout)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
+        }
+        signals.child_exited();
+        if let Some(sig) = signals.take() {
+            let _ = killpg(group, sig.signal());
+        }
+    }
+}
+
+fn poll_timeout(d: Option<Duration>) -> PollTimeout {
+    match d {
+        None => PollTimeout::NONE,
+        // Round up so that a deadline is never woken for just before it.
+        Some(d) => {
+            PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// Find the command before queueing, so that a typo fails at once (127 or
+/// 126) instead of after a wait.
+fn resolve(program: &OsStr) -> Result<PathBuf> {
+    let name = program.to_string_lossy().into_owned();
+    let check = |p: &Path| -> Option<Result<PathBuf>> {
+        let meta = std::fs::metadata(p).ok()?;
+        if meta.is_dir() || access(p, AccessFlags::X_OK).is_err() {
+            return Some(Err(Error::NotExecutable(
+                name.clone(),
+                std::io::Error::from_raw_os_error(libc::EACCES),
+            )));
+        }
+        Some(Ok(p.to_path_buf()))
+    };
+    if program.as_bytes().contains(&b'/') {
+        return check(Path::new(program)).unwrap_or_else(|| Err(Error::NotFound(name.clone())));
+    }
+    if program.is_empty() {
+        return Err(Error::NotFound(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut denied = None;
+    for d in std::env::split_paths(&path) {
+        let d = if d.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            d
+        };
+        match check(&d.join(program)) {
+            Some(Ok(p)) => return Ok(p),
+            Some(Err(e)) => denied = denied.or(Some(e)),
+            None => {}
+        }
+    }
+    Err(denied.unwrap_or(Error::NotFound(name)))
+}
+
+fn spawn_error(program: &OsStr, e: std::io::Error) -> Error {
+    let name = program.to_string_lossy().into_owned();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound(name),
+        _ => Error::NotExecutable(name, e),
+    }
+}
+
+/// The job's name when `--name` is not given: the systemd unit baton runs
+/// in, else the command's base name.
+fn default_name(program: &OsStr) -> String {
+    systemd_unit().unwrap_or_else(|| {
+        Path::new(program)
+            .file_name()
+            .unwrap_or(program)
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// The service unit whose cgroup this process is in, when systemd started
+/// it (`INVOCATION_ID` is set for a unit's processes).
+fn systemd_unit() -> Option<String> {
+    std::env::var_os("INVOCATION_ID")?;
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let last = path.rsplit('/').next()?;
+    last.ends_with(".service").then(|| last.to_string())
+}

@@ -1,0 +1,208 @@
+/*!
+`baton status`: who holds each resource and who waits for it, in the order
+they will be served, as a table or (`--json`) as one JSON document whose
+schema is documented in the README. Read-only: it never changes the state
+directory, so any user who can read it may run it.
+*/
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::progress::short;
+use crate::queue::{Rank, State};
+use crate::store::{LiveJob, ModeInfo, StateDir, key_of, now_ms};
+
+#[derive(Serialize)]
+struct Report {
+    dir: String,
+    resources: Vec<ResourceReport>,
+}
+
+#[derive(Serialize)]
+struct ResourceReport {
+    name: String,
+    holders: Vec<JobReport>,
+    /// In the order they will be served.
+    waiters: Vec<JobReport>,
+}
+
+#[derive(Serialize)]
+struct JobReport {
+    id: u64,
+    job: String,
+    /// The command's pid while it runs, else baton's.
+    pid: i32,
+    baton_pid: i32,
+    uid: u32,
+    user: String,
+    priority: i64,
+    mode: ModeInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slots: Option<u32>,
+    /// When it joined the queue (waiters) or started (holders), RFC 3339.
+    since: String,
+    /// Seconds since then.
+    seconds: f64,
+    command: Vec<String>,
+}
+
+pub fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
+    let jobs = match StateDir::open(dir, false)? {
+        Some(d) => d.snapshot()?,
+        None => Vec::new(),
+    };
+    let report = build(dir, &jobs, names);
+    let mut out = std::io::stdout().lock();
+    let text = if json {
+        let mut s =
+            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
+        s.push('\n');
+        s
+    } else {
+        table(&report)
+    };
+    // A closed stdout (`baton status | head -0`) is not an error worth a status.
+    let _ = out.write_all(text.as_bytes());
+    Ok(0)
+}
+
+fn build(dir: &Path, jobs: &[LiveJob], names: &[String]) -> Report {
+    /// Per resource: holders with their start time, waiters with their rank.
+    type Lists = (Vec<(u64, JobReport)>, Vec<(Rank, JobReport)>);
+    let mut by_name: BTreeMap<String, Lists> = BTreeMap::new();
+    for n in names {
+        by_name.entry(n.clone()).or_default();
+    }
+    let now = now_ms();
+    for job in jobs {
+        for e in &job.entries {
+            let res = job.info.resources.iter().find(|r| key_of(&r.name) == e.key);
+            let name = res.map_or_else(|| format!("{:032x}", e.key), |r| r.name.clone());
+            if !names.is_empty() && !names.contains(&name) {
+                continue;
+            }
+            let i = &job.info;
+            let since_ms = match e.state {
+                State::Running => i.started_ms.unwrap_or(i.queued_ms),
+                State::Waiting => i.queued_ms,
+            };
+            let report = JobReport {
+                id: job.seq,
+                job: i.name.clone(),
+                pid: if e.state == State::Running {
+                    i.child.unwrap_or(i.pid)
+                } else {
+                    i.pid
+                },
+                baton_pid: i.pid,
+                uid: i.uid,
+                user: user_name(i.uid),
+                priority: e.rank.priority,
+                mode: res.map_or(ModeInfo::Exclusive, |r| r.mode),
+                slots: res.and_then(|r| r.slots),
+                since: humantime::format_rfc3339_millis(
+                    UNIX_EPOCH + Duration::from_millis(since_ms),
+                )
+                .to_string(),
+                seconds: now.saturating_sub(since_ms) as f64 / 1000.0,
+                command: i.command.clone(),
+            };
+            let slot = by_name.entry(name).or_default();
+            match e.state {
+                State::Running => slot.0.push((since_ms, report)),
+                State::Waiting => slot.1.push((e.rank, report)),
+            }
+        }
+    }
+    let resources = by_name
+        .into_iter()
+        .map(|(name, (mut holders, mut waiters))| {
+            holders.sort_by_key(|(t, _)| *t);
+            waiters.sort_by_key(|(r, _)| *r);
+            ResourceReport {
+                name,
+                holders: holders.into_iter().map(|(_, j)| j).collect(),
+                waiters: waiters.into_iter().map(|(_, j)| j).collect(),
+            }
+        })
+        .collect();
+    Report {
+        dir: dir.display().to_string(),
+        resources,
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+fn table(report: &Report) -> String {
+    if report.resources.is_empty() {
+        return format!("no jobs in {}\n", report.dir);
+    }
+    let mut rows =
+        vec![["RESOURCE", "STATE", "JOB", "PID", "USER", "PRIO", "FOR"].map(String::from)];
+    for r in &report.resources {
+        let all = r
+            .holders
+            .iter()
+            .map(|j| ("holds", j))
+            .chain(r.waiters.iter().map(|j| ("waits", j)));
+        let mut any = false;
+        for (n, (state, j)) in all.enumerate() {
+            any = true;
+            let state = if state == "waits" {
+                format!("waits #{}", n + 1 - r.holders.len())
+            } else {
+                state.into()
+            };
+            let mode = match (j.mode, j.slots) {
+                (ModeInfo::Shared, _) => " (shared)".to_string(),
+                (ModeInfo::Slots, Some(s)) => format!(" (slot of {s})"),
+                _ => String::new(),
+            };
+            rows.push([
+                r.name.clone(),
+                state + &mode,
+                j.job.clone(),
+                j.pid.to_string(),
+                j.user.clone(),
+                j.priority.to_string(),
+                short(Duration::from_secs_f64(j.seconds)),
+            ]);
+        }
+        if !any {
+            rows.push([
+                r.name.clone(),
+                "free".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out += cells.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
