@@ -175,6 +175,9 @@ impl StateDir {
             return Err(Error::Usage("the state directory path is empty".into()));
         }
         match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(unsafe_dir(path, "is a symbolic link"));
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                 match std::fs::DirBuilder::new().mode(0o700).create(path) {

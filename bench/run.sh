@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# Benchmark harness for baton: drain throughput and uncontended overhead,
+# side by side with util-linux flock(1) and a mkdir/sleep-0.5 busy-wait loop.
+# See BENCHMARKS.md for what is measured and how to read the output.
+#
+# Usage:  bash bench/run.sh            (from anywhere; Markdown on stdout,
+#                                       progress and diagnostics on stderr)
+#
+# Knobs (environment):
+#   ROUNDS=5            drain repetitions per size (tools interleaved per round)
+#   SIZES="200 2000"    queue sizes N for the drain
+#   BUSY=1              include the busy-wait loop (0: leave it out)
+#   BUSY_MAX=200        busy-wait only for N <= BUSY_MAX (it polls every 0.5 s)
+#   BASELINE=1          also drain plain `true` (no lock): the launch-loop floor
+#   UNCONTENDED=1       run the uncontended (sequential) comparison
+#   UNC_ROUNDS=3        hyperfine repetitions of the uncontended comparison
+#   HF_RUNS=300         hyperfine runs per command per repetition
+#   HF_WARMUP=30        hyperfine warmup runs per command per repetition
+#   DRAIN_TIMEOUT=900   seconds before one drain is declared hung (a failure)
+#   PAUSE=1             seconds of rest between two drain measurements
+#   BUILD=1             cargo build --release first (0: use the existing binary)
+#   BATON_BIN=path      use this baton binary (implies BUILD=0)
+#   FLOCK=/usr/bin/flock
+#   KEEP=0              1: keep the scratch directory (raw data, job logs)
+#
+# Exit status: 0 unless a job failed, a drain hung, or the tools are missing.
+# Claims that do not hold are reported in the output, not as an exit status.
+
+set -euo pipefail
+export LC_ALL=C
+
+ROUNDS=${ROUNDS:-5}
+SIZES=${SIZES:-"200 2000"}
+BUSY=${BUSY:-1}
+BUSY_MAX=${BUSY_MAX:-200}
+BASELINE=${BASELINE:-1}
+UNCONTENDED=${UNCONTENDED:-1}
+UNC_ROUNDS=${UNC_ROUNDS:-3}
+HF_RUNS=${HF_RUNS:-300}
+HF_WARMUP=${HF_WARMUP:-30}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
+PAUSE=${PAUSE:-1}
+BUILD=${BUILD:-1}
+FLOCK=${FLOCK:-/usr/bin/flock}
+KEEP=${KEEP:-0}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 2; }
+
+for v in ROUNDS BUSY_MAX UNC_ROUNDS HF_RUNS HF_WARMUP DRAIN_TIMEOUT; do
+    [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive whole number (got '${!v}')"
+done
+[[ $HF_WARMUP =~ ^[0-9]+$ ]] || die "HF_WARMUP must be a whole number"
+for n in $SIZES; do
+    [[ $n =~ ^[0-9]+$ && $n -gt 0 ]] || die "SIZES must be positive whole numbers (got '$n')"
+done
+[[ -n ${SIZES// /} ]] || die "SIZES is empty"
+[[ -n ${EPOCHREALTIME:-} ]] || die "needs bash >= 5 (EPOCHREALTIME, a fork-free microsecond clock)"
+[[ -x $FLOCK ]] || die "flock(1) not found at $FLOCK"
+command -v python3 >/dev/null || die "python3 is needed for the statistics"
+
+# --- build --------------------------------------------------------------
+if [[ -n ${BATON_BIN:-} ]]; then
+    BATON=$BATON_BIN
+else
+    cd "$repo"
+    if [[ $BUILD == 1 ]]; then
+        say "cargo build --release"
+        cargo build --release --quiet >&2
+    fi
+    target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$repo/$target
+    BATON=$target/release/baton
+fi
+[[ -x $BATON ]] || die "baton binary not found at $BATON"
+BATON=$(cd "$(dirname "$BATON")" && pwd)/$(basename "$BATON")
+
+# --- limits ---------------------------------------------------------------
+max_n=0
+for n in $SIZES; do (( n > max_n )) && max_n=$n; done
+# Each waiting baton is a process plus one waiter thread, and the command
+# it runs is a third task; flock and the shells need one or two.
+need_procs=$(( 3 * max_n + 1024 ))
+need_files=$(( max_n + 1024 ))
+raise() { # raise FLAG NEED: soft limit up to the hard one (or past it as root)
+    local flag=$1 want=$2 soft hard
+    soft=$(ulimit -S"$flag"); hard=$(ulimit -H"$flag")
+    [[ $soft == unlimited ]] && return 0
+    (( soft >= want )) && return 0
+    if [[ $hard == unlimited ]] || (( hard >= want )); then
+        ulimit -S"$flag" "$want"
+    else
+        ulimit -"$flag" "$want" 2>/dev/null || ulimit -S"$flag" "$hard"
+    fi
+    soft=$(ulimit -S"$flag")
+    [[ $soft == unlimited ]] || (( soft >= want )) ||
+        say "warning: ulimit -$flag is $soft, below the $want this run may need"
+}
+raise n "$need_files"
+raise u "$need_procs"
+pid_max=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 0)
+if (( pid_max > 0 && pid_max < need_procs )); then
+    say "warning: kernel.pid_max is $pid_max, below the $need_procs this run may need"
+fi
+
+# --- scratch space and cleanup --------------------------------------------
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/baton-bench.XXXXXX")
+declare -a LIVE=()   # pids of the drain in flight, for the trap
+WATCHDOG=            # pid of the drain's watchdog, for the trap
+cleanup() {
+    local rc=$?
+    # A subshell (the watchdog) can run this trap if it is signalled before
+    # bash resets the traps it inherited: only the script itself cleans up.
+    [[ $BASHPID == "$$" ]] || exit "$rc"
+    [[ -z $WATCHDOG ]] || kill -TERM "$WATCHDOG" 2>/dev/null || true
+    if (( ${#LIVE[@]} )); then
+        kill -TERM "${LIVE[@]}" 2>/dev/null || true
+        sleep 0.2
+        kill -KILL "${LIVE[@]}" 2>/dev/null || true
+    fi
+    if [[ $KEEP == 1 ]]; then
+        say "scratch directory kept: $SCRATCH"
+    else
+        rm -rf "$SCRATCH"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+WD_FIFO=$SCRATCH/watchdog.fifo
+mkfifo "$WD_FIFO"
+RESULTS=$SCRATCH/drain.tsv       # tool n round wall_us per_job_us failed
+NOTES=$SCRATCH/notes.txt         # odd things seen, one per line
+printf 'tool\tn\tround\twall_us\tper_job_us\tfailed\n' >"$RESULTS"
+: >"$NOTES"
+FAILED=0
+
+note() { say "$*"; printf '%s\n' "$*" >>"$NOTES"; }
+q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }   # single-quote for hyperfine -N
+
+# --- one drain --------------------------------------------------------------
+# drain TOOL N ROUND: launch N jobs at once on one lock, wait for all of them,
+# record the wall time. ROUND 0 is a warm-up and is not recorded.
+drain() {
+    local tool=$1 n=$2 round=$3
+    local work log t0 t1 wall i p rc fails=0 first_rc=0 wd
+    local -a cmd pids=()
+    work=$(mktemp -d "$SCRATCH/$tool-$n-$round.XXXXXX")   # mode 0700, fresh
+    log=$work.log
+    case $tool in
+        baton) cmd=("$BATON" run -l x -- true) ;;
+        flock) cmd=("$FLOCK" "$work/lockfile" true) ;;
+        busy)  cmd=(sh -c 'until mkdir "$1" 2>/dev/null; do sleep 0.5; done; true; rmdir "$1"' sh "$work/lockdir") ;;
+        none)  cmd=(true) ;;
+        *) die "unknown tool $tool" ;;
+    esac
+    export BATON_DIR=$work   # only baton reads it
+
+    t0=${EPOCHREALTIME/[.,]/}
+    {
+        for (( i = 0; i < n; i++ )); do
+            "${cmd[@]}" &
+            pids+=($!)
+        done
+    } >"$log" 2>&1
+    LIVE=("${pids[@]}")
+    # Watchdog: a drain that outlives DRAIN_TIMEOUT is a hang. Keep what
+    # baton status says, then stop the jobs so that the wait below returns.
+    # It sleeps in bash's own `read -t` on a FIFO that never gets data, so it
+    # has no child that could outlive it when it is stopped early.
+    (
+        trap - EXIT INT TERM
+        read -r -t "$DRAIN_TIMEOUT" _ <>"$WD_FIFO" && exit 0
+        kill -0 "$$" 2>/dev/null || exit 0   # the script is gone: touch nothing
+        : >"$work.hung"
+        if [[ $tool == baton ]]; then
+            timeout 10 "$BATON" status --dir "$work" >"$work.status" 2>&1 || true
+        fi
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        read -r -t 5 _ <>"$WD_FIFO" || true
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+    ) &
+    wd=$!
+    WATCHDOG=$wd
+    for p in "${pids[@]}"; do
+        if wait "$p"; then :; else
+            rc=$?
+            fails=$((fails + 1))
+            (( first_rc )) || first_rc=$rc
+        fi
+    done
+    t1=${EPOCHREALTIME/[.,]/}
+    LIVE=()
+    kill -TERM "$wd" 2>/dev/null || true
+    wait "$wd" 2>/dev/null || true
+    WATCHDOG=
+    unset BATON_DIR
+
+    wall=$(( 10#$t1 - 10#$t0 ))
+    if [[ -e $work.hung ]]; then
+        note "HANG: $tool N=$n round $round did not finish within ${DRAIN_TIMEOUT}s; $fails jobs stopped"
+        [[ -s $work.status ]] && { say "baton status at the time:"; head -n 40 "$work.status" >&2; }
+        FAILED=1
+    elif (( fails )); then
+        note "FAIL: $tool N=$n round $round: $fails of $n jobs exited non-zero (first status $first_rc)"
+        FAILED=1
+    fi
+    # Anything a job printed that is not baton's normal waiting/granted line.
+    local odd
+    odd=$(grep -v -E '^baton: (waiting for x[:,]|got x after [0-9])' "$log" | sort | uniq -c | sort -rn | head -n 5 || true)
+    if [[ -n $odd ]]; then
+        note "ODD OUTPUT: $tool N=$n round $round printed unexpected lines (count, line):"
+        printf '%s\n' "$odd" | sed 's/^/    /' | tee -a "$NOTES" >&2
+    fi
+    # baton should leave nothing but its mutex file behind.
+    if [[ $tool == baton ]]; then
+        local left
+        left=$(cd "$work" && find . -mindepth 1 ! -name lock | head -n 5)
+        [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after N=$n round $round: ${left//$'\n'/ }"
+    fi
+    if [[ $tool == busy && -e $work/lockdir ]]; then
+        note "LEFTOVER: busy-wait lock directory still present after N=$n round $round"
+    fi
+    if (( round > 0 )); then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$n" "$round" "$wall" \
+            "$(( wall / n ))" "$(( fails > 0 ))" >>"$RESULTS"
+    fi
+    say "$(printf '%-6s N=%-5s %-9s %8.1f ms total, %7.3f ms/job%s' \
+        "$tool" "$n" "$( (( round )) && echo "round $round:" || echo "warm-up:")" \
+        "$(( wall ))e-3" "$(( wall / n ))e-3" \
+        "$( (( fails )) && echo ", $fails FAILED" || true)")"
+    rm -rf "$work"
+    [[ $KEEP == 1 ]] || rm -f "$log" "$work.status" "$work.hung"
+}
+
+# --- header ------------------------------------------------------------------
+tools=(baton flock)
+[[ $BUSY == 1 ]] && tools+=(busy)
+[[ $BASELINE == 1 ]] && tools+=(none)
+say "baton: $BATON"
+say "scratch: $SCRATCH"
+say "sizes: $SIZES; rounds: $ROUNDS; tools: ${tools[*]}"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
+
+# --- drain -------------------------------------------------------------------
+for n in $SIZES; do
+    # One unrecorded warm-up per tool (small), so the first measured round does
+    # not pay for cold page cache.
+    w=$(( n < 50 ? n : 50 ))
+    for tool in "${tools[@]}"; do
+        [[ $tool == busy ]] && (( n > BUSY_MAX )) && continue
+        drain "$tool" "$w" 0
+    done
+    for (( r = 1; r <= ROUNDS; r++ )); do
+        for tool in "${tools[@]}"; do
+            if [[ $tool == busy ]] && (( n > BUSY_MAX )); then
+                (( r == 1 )) && say "busy   N=$n skipped: polling every 0.5 s would take far too long (BUSY_MAX=$BUSY_MAX)"
+                continue
+            fi
+            sleep "$PAUSE"
+            drain "$tool" "$n" "$r"
+        done
+    done
+done
+
+# --- uncontended ---------------------------------------------------------------
+UNC_JSON=()
+UNC_MODE=none
+if [[ $UNCONTENDED == 1 ]]; then
+    if ! command -v hyperfine >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "hyperfine missing: apt-get install -y hyperfine"
+        { apt-get update -qq && apt-get install -y -qq hyperfine; } >&2 || say "warning: could not install hyperfine"
+    fi
+    udir=$(mktemp -d "$SCRATCH/uncontended.XXXXXX")
+    ulock=$udir/lockfile
+    ustate=$udir/state
+    if command -v hyperfine >/dev/null; then
+        UNC_MODE=hyperfine
+        for (( r = 1; r <= UNC_ROUNDS; r++ )); do
+            say "uncontended round $r/$UNC_ROUNDS (hyperfine -N, $HF_WARMUP warmup, $HF_RUNS runs each)"
+            BATON_DIR=$ustate hyperfine -N --style basic \
+                --warmup "$HF_WARMUP" --runs "$HF_RUNS" \
+                --export-json "$SCRATCH/uncontended-$r.json" \
+                -n true "true" \
+                -n flock "$(q "$FLOCK") $(q "$ulock") true" \
+                -n baton "$(q "$BATON") run -l x -- true" >&2
+            UNC_JSON+=("$SCRATCH/uncontended-$r.json")
+        done
+    else
+        UNC_MODE=python
+        say "hyperfine not available: timing with python3 (bench/uncontended.py) instead"
+        BATON_DIR=$ustate python3 "$here/uncontended.py" \
+            --rounds "$UNC_ROUNDS" --runs "$HF_RUNS" --warmup "$HF_WARMUP" \
+            --json "$SCRATCH/uncontended-py.json" \
+            true="true" \
+            flock="$FLOCK $ulock true" \
+            baton="$BATON run -l x -- true" >&2
+        UNC_JSON+=("$SCRATCH/uncontended-py.json")
+    fi
+    left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock | head -n 5 || true)
+    [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after the uncontended runs: ${left//$'\n'/ }"
+fi
+
+# --- report ----------------------------------------------------------------------
+python3 "$here/report.py" \
+    --drain "$RESULTS" --notes "$NOTES" \
+    --sizes "$SIZES" --rounds "$ROUNDS" --busy "$BUSY" --busy-max "$BUSY_MAX" \
+    --uncontended-mode "$UNC_MODE" \
+    --meta "baton=$BATON" \
+    --meta "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (modified)')" \
+    --meta "flock=$("$FLOCK" --version 2>&1 | head -n 1)" \
+    --meta "uncontended timer=$( [[ $UNC_MODE == hyperfine ]] && hyperfine --version || echo "$UNC_MODE")" \
+    --meta "machine=$(nproc) cores, $(uname -sr), load before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" \
+    --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)" \
+    "${UNC_JSON[@]}"
+
+if (( FAILED )); then
+    say "FAILED: at least one job failed or a drain hung (see above)"
+    exit 1
+fi

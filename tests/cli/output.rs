@@ -1,0 +1,108 @@
+//! What baton says: the waiting and granted lines, `--quiet`, and `baton
+//! status` as a table and as JSON.
+
+use std::io::{BufRead, BufReader};
+
+use crate::*;
+
+#[test]
+fn a_waiting_job_says_what_it_waits_for_and_when_it_got_it() {
+    let w = World::new();
+    let h = w.hold("fullsync", &["-l", "maildir"]);
+    let mut waiter = w.spawn(&["run", "--name", "quick", "-l", "maildir", "--", "true"]);
+    let mut err = BufReader::new(waiter.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("baton: waiting for maildir: held by fullsync (pid "),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("pid {})", h.pid)) && line.trim_end().ends_with("0 ahead"),
+        "{line}"
+    );
+    h.release();
+    line.clear();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("baton: got maildir after "), "{line}");
+    assert_eq!(wait_exit(&mut waiter), Some(0));
+
+    let h = w.hold("fullsync", &["-l", "maildir"]);
+    let mut quiet = w.spawn(&["run", "-q", "-l", "maildir", "--", "true"]);
+    w.await_waiters("maildir", 1);
+    h.release();
+    assert_eq!(wait_exit(&mut quiet), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(quiet.stderr.as_mut().unwrap(), &mut rest).unwrap();
+    assert_eq!(rest, "", "--quiet prints nothing");
+}
+
+#[test]
+fn status_shows_holders_and_waiters_in_a_table_and_as_json() {
+    let w = World::new();
+    assert_eq!(
+        String::from_utf8(w.run(&["status"]).stdout).unwrap(),
+        format!("no jobs in {}\n", w.state.display())
+    );
+    let h = w.hold("mbsync.service", &["-l", "maildir", "-p", "3"]);
+    let mut q = w.spawn(&[
+        "run",
+        "-q",
+        "--name",
+        "mbsync-quick.service",
+        "-l",
+        "maildir",
+        "-p",
+        "10",
+        "--",
+        "true",
+    ]);
+    w.await_waiters("maildir", 1);
+    let table = String::from_utf8(w.run(&["status"]).stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("RESOURCE"), "{table}");
+    assert!(
+        lines[1].contains("maildir")
+            && lines[1].contains("holds")
+            && lines[1].contains("mbsync.service"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("waits #1") && lines[2].contains("mbsync-quick.service"),
+        "{table}"
+    );
+
+    let st = w.status();
+    let r = &st["resources"][0];
+    assert_eq!(r["name"], "maildir");
+    let holder = &r["holders"][0];
+    assert_eq!(holder["job"], "mbsync.service");
+    assert_eq!(holder["pid"], h.pid.as_raw());
+    assert_eq!(holder["priority"], 3);
+    assert_eq!(holder["mode"], "exclusive");
+    assert_eq!(
+        holder["user"],
+        "root".to_string().replace(
+            "root",
+            &nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .unwrap()
+                .unwrap()
+                .name
+        )
+    );
+    assert!(holder["since"].as_str().unwrap().ends_with('Z'));
+    assert!(holder["seconds"].as_f64().unwrap() >= 0.0);
+    let waiter = &r["waiters"][0];
+    assert_eq!(
+        (waiter["job"].as_str(), waiter["priority"].as_i64()),
+        (Some("mbsync-quick.service"), Some(10))
+    );
+    assert_eq!(waiter["baton_pid"], q.id());
+    // Filtering by name.
+    let out = w.run(&["status", "--json", "other"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["resources"][0]["name"], "other");
+    assert_eq!(v["resources"][0]["holders"].as_array().unwrap().len(), 0);
+    h.release();
+    assert_eq!(wait_exit(&mut q), Some(0));
+}

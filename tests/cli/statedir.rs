@@ -1,0 +1,161 @@
+//! The state directory rules: defaults, creation with mode 0700, refusal
+//! (exit 77) of unsafe directories, and robustness to a hostile or corrupt
+//! one.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+
+use sha2::{Digest, Sha256};
+
+use crate::*;
+
+fn run_in(w: &World, dir: &std::path::Path) -> (i32, String) {
+    let out = w
+        .baton()
+        .env("BATON_DIR", dir)
+        .args(["run", "-l", "x", "--", "true"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_dir_is_created_0700_and_defaults_are_followed() {
+    let w = World::new();
+    assert_eq!(w.code(&["run", "-l", "x", "--", "true"]), 0);
+    assert_eq!(
+        std::fs::metadata(&w.state).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
+    // $XDG_RUNTIME_DIR/baton when neither --dir nor $BATON_DIR is given.
+    let xdg = w.path("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    let out = w
+        .baton()
+        .env_remove("BATON_DIR")
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .args(["run", "-l", "x", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(xdg.join("baton").is_dir());
+    // --dir wins over $BATON_DIR.
+    let other = w.path("other");
+    assert_eq!(
+        w.code(&[
+            "run",
+            "--dir",
+            other.to_str().unwrap(),
+            "-l",
+            "x",
+            "--",
+            "true"
+        ]),
+        0
+    );
+    assert!(other.is_dir());
+    // A missing parent is not created.
+    let (code, err) = run_in(&w, &w.path("no/such/parent"));
+    assert_eq!(code, 77, "{err}");
+    assert!(!w.path("no").exists());
+}
+
+#[test]
+fn unsafe_state_dirs_are_refused_with_77() {
+    let w = World::new();
+    let real = w.path("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = w.path("link");
+    symlink(&real, &link).unwrap();
+    let (code, err) = run_in(&w, &link);
+    assert_eq!((code, err.lines().count()), (77, 1), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+
+    for (mode, why) in [
+        (0o777, "any user"),
+        (0o1777, "any user"),
+        (0o770, "sticky"),
+        (0o2770, "sticky"),
+    ] {
+        let d = w.path(&format!("m{mode:o}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, err) = run_in(&w, &d);
+        assert_eq!(code, 77, "mode {mode:o}: {err}");
+        assert!(err.contains(why), "mode {mode:o}: {err}");
+    }
+    // The explicit shared set-up: group-writable with the sticky bit.
+    let shared = w.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    assert_eq!(run_in(&w, &shared).0, 0);
+
+    let file = w.path("file");
+    std::fs::write(&file, "").unwrap();
+    assert_eq!(run_in(&w, &file).0, 77);
+
+    if nix::unistd::geteuid().is_root() {
+        let theirs = w.path("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        nix::unistd::chown(&theirs, Some(65534.into()), None).unwrap();
+        let (code, err) = run_in(&w, &theirs);
+        assert_eq!(code, 77, "{err}");
+        assert!(err.contains("another user"), "{err}");
+    }
+}
+
+fn key(name: &str) -> String {
+    Sha256::digest(name.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_hostile_or_corrupt_state_dir_does_not_hang_or_break_baton() {
+    let w = World::new();
+    assert_eq!(w.code(&["run", "-l", "x", "--", "true"]), 0);
+    let k = key("x");
+    // Junk named like queue entries: a FIFO, a directory, a symlink to a
+    // file outside, a dead job's leftover, garbage.
+    nix::unistd::mkfifo(
+        &w.state.join(format!("{k}.r.5.0.x")),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    std::fs::create_dir(w.state.join(format!("{k}.r.6.0.x"))).unwrap();
+    let outside = w.path("outside");
+    std::fs::write(&outside, "precious").unwrap();
+    symlink(&outside, w.state.join(format!("{k}.r.7.0.x"))).unwrap();
+    std::fs::write(w.state.join(format!("{k}.r.8.0.x")), "{not json").unwrap();
+    std::fs::write(w.state.join("garbage"), "x").unwrap();
+    std::fs::write(w.state.join(".t.1"), "").unwrap();
+    assert_eq!(w.code(&["run", "-w", "20s", "-l", "x", "--", "true"]), 0);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert!(w.run(&["status"]).status.success());
+    assert!(w.run(&["status", "--json"]).status.success());
+
+    // A lock file that is a symlink or a FIFO: refused, not followed, no hang.
+    let w2 = World::new();
+    std::fs::create_dir(&w2.state).unwrap();
+    std::fs::set_permissions(&w2.state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    symlink(&outside, w2.state.join("lock")).unwrap();
+    assert_eq!(w2.code(&["run", "-l", "x", "--", "true"]), 77);
+    std::fs::remove_file(w2.state.join("lock")).unwrap();
+    nix::unistd::mkfifo(
+        &w2.state.join("lock"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    assert_eq!(w2.code(&["run", "-l", "x", "--", "true"]), 77);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+}
