@@ -16,7 +16,7 @@ LABEL = {
     "baton": "baton (`baton run -l x -- true`)",
     "flock": "flock (`flock FILE true`)",
     "busy": "busy-wait (`mkdir` poll, `sleep 0.5`)",
-    "none": "no lock (`true`), launch floor",
+    "none": "no lock (`/usr/bin/true`), launch floor",
 }
 ORDER = ["baton", "flock", "busy", "none"]
 

@@ -61,6 +61,7 @@ done
 [[ -n ${EPOCHREALTIME:-} ]] || die "needs bash >= 5 (EPOCHREALTIME, a fork-free microsecond clock)"
 [[ -x $FLOCK ]] || die "flock(1) not found at $FLOCK"
 command -v python3 >/dev/null || die "python3 is needed for the statistics"
+TRUE_BIN=$(type -P true) || die "no true(1) binary on PATH"
 
 # --- build --------------------------------------------------------------
 if [[ -n ${BATON_BIN:-} ]]; then
@@ -156,7 +157,7 @@ drain() {
         baton) cmd=("$BATON" run -l x -- true) ;;
         flock) cmd=("$FLOCK" "$work/lockfile" true) ;;
         busy)  cmd=(sh -c 'until mkdir "$1" 2>/dev/null; do sleep 0.5; done; true; rmdir "$1"' sh "$work/lockdir") ;;
-        none)  cmd=(true) ;;
+        none)  cmd=("$TRUE_BIN") ;;   # fork+exec, no lock: the launch floor
         *) die "unknown tool $tool" ;;
     esac
     export BATON_DIR=$work   # only baton reads it
@@ -179,7 +180,7 @@ drain() {
         kill -0 "$$" 2>/dev/null || exit 0   # the script is gone: touch nothing
         : >"$work.hung"
         if [[ $tool == baton ]]; then
-            timeout 10 "$BATON" status --dir "$work" >"$work.status" 2>&1 || true
+            timeout -k 2 10 "$BATON" status --dir "$work" >"$work.status" 2>&1 || true
         fi
         kill -TERM "${pids[@]}" 2>/dev/null || true
         read -r -t 5 _ <>"$WD_FIFO" || true

@@ -206,8 +206,11 @@ pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
         }
     }
 
-    ahead.sort_unstable();
-    ahead.dedup();
+    if me.needs.len() > 1 {
+        // A job ahead may need several of the same resources.
+        ahead.sort_unstable();
+        ahead.dedup();
+    }
     let ahead = ahead.len();
     let holder = first_conflicting_holder.map(|(r, _)| r.seq);
     let blocked = |wait, key, holder| {

@@ -64,7 +64,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         ..JobInfo::default()
     };
     let mut progress = Progress::new(args.quiet);
-    let (mut job, first) = Job::enqueue(&dir, &info)?;
+    let (mut job, first) = Job::enqueue(&dir, &info, !args.quiet)?;
     if let Attempt::Blocked(why) = first {
         if args.no_wait {
             job.leave();

@@ -258,34 +258,32 @@ impl StateDir {
         Ok(Mutex(self))
     }
 
-    /// Read the queue: every well-formed link, plus the highest seq seen.
-    /// With `gc_temps` (only under the mutex), orphaned `.t.*` files go.
-    fn scan(&self, gc_temps: bool) -> Result<Scan> {
-        let dirfd = openat(
-            &self.fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Perm::empty(),
-        )
-        .map_err(|e| Error::io("reading", &self.path, e))?;
-        let mut dir =
-            nix::dir::Dir::from_fd(dirfd).map_err(|e| Error::io("reading", &self.path, e))?;
+    /// Read the queue: the entries of the resources in `only` (all when
+    /// empty), plus the highest seq of any link. With `gc_temps` (only under
+    /// the mutex), orphaned `.t.*` files go. This is the hot loop of a
+    /// decision: links of other resources are skipped by their key prefix
+    /// and nothing is allocated per link.
+    fn scan(&self, gc_temps: bool, only: &[Key]) -> Result<Scan> {
+        let dirfd = openat(&self.fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Perm::empty())
+            .map_err(|e| Error::io("reading", &self.path, e))?;
+        let mut dir = nix::dir::Dir::from_fd(dirfd).map_err(|e| Error::io("reading", &self.path, e))?;
+        let prefixes: Vec<[u8; 32]> = only.iter().map(|k| key_hex(*k)).collect();
         let mut scan = Scan::default();
         for item in dir.iter() {
             let item = item.map_err(|e| Error::io("reading", &self.path, e))?;
             let name = item.file_name().to_bytes();
-            if let Some((entry, seq)) = parse_link(name) {
-                scan.max_seq = scan.max_seq.max(seq);
-                scan.links.push(Link {
-                    name: String::from_utf8_lossy(name).into_owned(),
-                    entry,
-                });
+            if name.len() > 35 && name[32] == b'.' {
+                let wanted = prefixes.is_empty() || prefixes.iter().any(|p| name[..32] == p[..]);
+                if !wanted {
+                    if let Some(seq) = link_seq(name) {
+                        scan.max_seq = scan.max_seq.max(seq);
+                    }
+                } else if let Some(entry) = parse_link(name) {
+                    scan.max_seq = scan.max_seq.max(entry.rank.seq);
+                    scan.entries.push(entry);
+                }
             } else if gc_temps && name.starts_with(b".t.") {
-                let _ = unlinkat(
-                    &self.fd,
-                    OsStr::from_bytes(name),
-                    UnlinkatFlags::NoRemoveDir,
-                );
+                let _ = unlinkat(&self.fd, OsStr::from_bytes(name), UnlinkatFlags::NoRemoveDir);
             }
         }
         Ok(scan)
@@ -306,40 +304,32 @@ impl StateDir {
 
     /// Remove every link of the jobs in `dead` that `scan` saw.
     fn remove_links(&self, scan: &Scan, dead: &[Seq]) {
-        for l in scan
-            .links
-            .iter()
-            .filter(|l| dead.contains(&l.entry.rank.seq))
-        {
-            self.unlink(&l.name);
+        for e in scan.entries.iter().filter(|e| dead.contains(&e.rank.seq)) {
+            self.unlink(&entry_name(e));
         }
+    }
+
+    /// Open the job file of job `seq` through one of its links in `scan`.
+    fn open_job(&self, scan: &Scan, seq: Seq) -> Option<OwnedFd> {
+        let e = scan.entries.iter().find(|e| e.rank.seq == seq)?;
+        self.open_link(&entry_name(e))
     }
 
     /// Every live job with its details and links, for `baton status`.
     pub fn snapshot(&self) -> Result<Vec<LiveJob>> {
-        let scan = self.scan(false)?;
-        let mut seqs: Vec<Seq> = scan.links.iter().map(|l| l.entry.rank.seq).collect();
+        let scan = self.scan(false, &[])?;
+        let mut seqs: Vec<Seq> = scan.entries.iter().map(|e| e.rank.seq).collect();
         seqs.sort_unstable();
         seqs.dedup();
         let mut jobs = Vec::new();
         for seq in seqs {
-            let links: Vec<&Link> = scan
-                .links
-                .iter()
-                .filter(|l| l.entry.rank.seq == seq)
-                .collect();
-            let Some(fd) = self.open_link(&links[0].name) else {
-                continue;
-            };
+            let Some(fd) = self.open_job(&scan, seq) else { continue };
             if !ofd::is_held(&fd, ofd::ALIVE).unwrap_or(false) {
                 continue;
             }
             let info = read_info(&fd).unwrap_or_default();
-            jobs.push(LiveJob {
-                seq,
-                entries: links.iter().map(|l| l.entry).collect(),
-                info,
-            });
+            let entries = scan.entries.iter().filter(|e| e.rank.seq == seq).copied().collect();
+            jobs.push(LiveJob { seq, entries, info });
         }
         Ok(jobs)
     }
@@ -362,13 +352,31 @@ impl Drop for Mutex<'_> {
 
 #[derive(Default)]
 struct Scan {
-    links: Vec<Link>,
+    entries: Vec<Entry>,
     max_seq: Seq,
 }
 
-struct Link {
-    name: String,
-    entry: Entry,
+/// The 32 hex digits that start the links of resource `key`.
+fn key_hex(key: Key) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in key.to_be_bytes().iter().enumerate() {
+        out[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+        out[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
+    }
+    out
+}
+
+/// Just the seq of a link name (`<key>.<s>.<seq>.…`), cheaply.
+fn link_seq(name: &[u8]) -> Option<Seq> {
+    let rest = name.get(35..)?;
+    let end = rest.iter().position(|b| *b == b'.')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// The link name of an entry. Names are canonical (parse_link rejects any
+/// other spelling), so the entry alone says where its link is.
+fn entry_name(e: &Entry) -> String {
+    link_name(e.key, e.state, e.rank, e.mode)
 }
 
 fn mode_tag(mode: Mode) -> String {
@@ -389,36 +397,32 @@ fn link_name(key: Key, state: State, rank: Rank, mode: Mode) -> String {
     )
 }
 
-/// Parse `<key>.<w|r>.<seq>.<prio>.<mode>`; anything else is not ours.
-fn parse_link(name: &[u8]) -> Option<(Entry, Seq)> {
+/// Parse `<key>.<w|r>.<seq>.<prio>.<mode>`; anything else, including
+/// numbers spelled in any but the canonical way, is not ours.
+fn parse_link(name: &[u8]) -> Option<Entry> {
     let name = std::str::from_utf8(name).ok()?;
     let mut parts = name.split('.');
-    let key = parts.next().filter(|k| k.len() == 32)?;
+    let key = parts.next().filter(|k| k.len() == 32 && k.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))?;
     let key = u128::from_str_radix(key, 16).ok()?;
     let state = match parts.next()? {
         "w" => State::Waiting,
         "r" => State::Running,
         _ => return None,
     };
-    let seq: Seq = parts.next()?.parse().ok().filter(|s| *s > 0)?;
-    let priority: i64 = parts.next()?.parse().ok()?;
+    let canonical = |s: &str| !s.is_empty() && !s.starts_with('+') && (s == "0" || !s.trim_start_matches('-').starts_with('0'));
+    let seq = parts.next().filter(|s| canonical(s))?;
+    let seq: Seq = seq.parse().ok().filter(|s| *s > 0)?;
+    let priority = parts.next().filter(|s| canonical(s) && *s != "-0")?;
+    let priority: i64 = priority.parse().ok()?;
     let mode = match parts.next()? {
         "x" => Mode::Exclusive,
         "s" => Mode::Shared,
-        n => Mode::Slots(n.strip_prefix('n')?.parse().ok().filter(|n| *n > 0)?),
+        n => Mode::Slots(n.strip_prefix('n').filter(|n| canonical(n))?.parse().ok().filter(|n| *n > 0)?),
     };
     if parts.next().is_some() {
         return None;
     }
-    Some((
-        Entry {
-            key,
-            rank: Rank { priority, seq },
-            state,
-            mode,
-        },
-        seq,
-    ))
+    Some(Entry { key, rank: Rank { priority, seq }, state, mode })
 }
 
 /// Read a job file's details (first line, then the patches after it).
@@ -474,13 +478,16 @@ pub struct Job<'d> {
     wake_r: OwnedFd,
     wake_w: Arc<OwnedFd>,
     watching: HashSet<(Seq, i64)>,
+    keys: Vec<Key>,
+    /// Read the holder's details when blocked (for the progress line).
+    pub want_details: bool,
 }
 
 impl<'d> Job<'d> {
     /// Join the queue and make the first attempt to start, in one critical
     /// section. The job is alive (byte 0) and waiting (byte 1) before any
     /// other process can see it.
-    pub fn enqueue(dir: &'d StateDir, info: &JobInfo) -> Result<(Job<'d>, Attempt)> {
+    pub fn enqueue(dir: &'d StateDir, info: &JobInfo, want_details: bool) -> Result<(Job<'d>, Attempt)> {
         let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| Error::io("creating a pipe in", &dir.path, e))?;
         let resources = info.resources.clone();
@@ -489,7 +496,8 @@ impl<'d> Job<'d> {
             .map(|r| (key_of(&r.name), r.mode()))
             .collect();
         let _m = dir.lock()?;
-        let scan = dir.scan(true)?;
+        let keys: Vec<Key> = needs.iter().map(|(k, _)| *k).collect();
+        let scan = dir.scan(true, &keys)?;
         let seq = scan.max_seq + 1;
         let rank = Rank {
             priority: info.priority,
@@ -552,6 +560,8 @@ impl<'d> Job<'d> {
             wake_r,
             wake_w: Arc::new(wake_w),
             watching: HashSet::new(),
+            keys,
+            want_details,
         };
         let attempt = job.decide(scan)?;
         Ok((job, attempt))
@@ -562,23 +572,16 @@ impl<'d> Job<'d> {
     /// [`Job::wake_fd`] becomes readable when it fires.
     pub fn attempt(&mut self) -> Result<Attempt> {
         let _m = self.dir.lock()?;
-        let scan = self.dir.scan(true)?;
+        let scan = self.dir.scan(true, &self.keys)?;
         self.decide(scan)
     }
 
     fn decide(&mut self, scan: Scan) -> Result<Attempt> {
-        let mut entries: Vec<Entry> = scan
-            .links
-            .iter()
-            .map(|l| l.entry)
-            .filter(|e| e.rank.seq != self.seq && self.needs.iter().any(|(k, _)| *k == e.key))
-            .collect();
-        let request = queue::Request {
-            rank: self.rank,
-            needs: &self.needs,
-        };
+        let mut scan = scan;
+        scan.entries.retain(|e| e.rank.seq != self.seq);
+        let request = queue::Request { rank: self.rank, needs: &self.needs };
         loop {
-            let blocked = match queue::decide(&request, &entries) {
+            let blocked = match queue::decide(&request, &scan.entries) {
                 Decision::Grant => {
                     self.grant()?;
                     return Ok(Attempt::Granted);
@@ -587,35 +590,24 @@ impl<'d> Job<'d> {
             };
             // Verify the targets live before sleeping on them; a dead one
             // is removed and the rule applied again without it.
-            let byte = if matches!(blocked.wait, Wait::LeftQueue(_)) {
-                ofd::WAITING
-            } else {
-                ofd::ALIVE
-            };
+            let byte = if matches!(blocked.wait, Wait::LeftQueue(_)) { ofd::WAITING } else { ofd::ALIVE };
             let mut dead = Vec::new();
             let mut armed = Vec::new();
             for &t in blocked.wait.targets() {
-                match scan
-                    .links
-                    .iter()
-                    .find(|l| l.entry.rank.seq == t)
-                    .and_then(|l| self.dir.open_link(&l.name))
-                {
-                    Some(fd) if ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true) => {
-                        armed.push((t, fd))
-                    }
+                match self.dir.open_job(&scan, t) {
+                    Some(fd) if ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true) => armed.push((t, fd)),
                     _ => dead.push(t),
                 }
             }
             if !dead.is_empty() {
                 self.dir.remove_links(&scan, &dead);
-                entries.retain(|e| !dead.contains(&e.rank.seq));
+                scan.entries.retain(|e| !dead.contains(&e.rank.seq));
                 continue;
             }
-            let holder = blocked.holder.and_then(|h| {
-                let link = scan.links.iter().find(|l| l.entry.rank.seq == h)?;
-                read_info(&self.dir.open_link(&link.name)?)
-            });
+            let holder = blocked
+                .holder
+                .filter(|_| self.want_details)
+                .and_then(|h| read_info(&self.dir.open_job(&scan, h)?));
             for (t, fd) in armed {
                 self.sleep_on(t, byte, fd)?;
             }
@@ -777,11 +769,11 @@ mod tests {
                 };
                 let key = key_of("~/Maildir");
                 let name = link_name(key, state, rank, mode);
-                let (e, seq) = parse_link(name.as_bytes()).unwrap();
-                assert_eq!(
-                    (e.key, e.state, e.rank, e.mode, seq),
-                    (key, state, rank, mode, 42)
-                );
+                let e = parse_link(name.as_bytes()).unwrap();
+                assert_eq!((e.key, e.state, e.rank, e.mode), (key, state, rank, mode));
+                assert_eq!(entry_name(&e), name);
+                assert_eq!(link_seq(name.as_bytes()), Some(42));
+                assert_eq!(&key_hex(key)[..], &name.as_bytes()[..32]);
             }
         }
     }
@@ -797,6 +789,11 @@ mod tests {
             "00000000000000000000000000000000.w.1.0.n0",
             "00000000000000000000000000000000.w.1.0.x.extra",
             "00000000000000000000000000000000.w.1.z.x",
+            "00000000000000000000000000000000.w.01.0.x",
+            "00000000000000000000000000000000.w.+1.0.x",
+            "00000000000000000000000000000000.w.1.-0.x",
+            "00000000000000000000000000000000.w.1.0.n07",
+            "0000000000000000000000000000000A.w.1.0.x",
         ] {
             assert!(parse_link(bad.as_bytes()).is_none(), "{bad}");
         }
