@@ -78,6 +78,12 @@ else
 fi
 [[ -x $BATON ]] || die "baton binary not found at $BATON"
 BATON=$(cd "$(dirname "$BATON")" && pwd)/$(basename "$BATON")
+# What was measured, taken now: the work tree may change while the run goes on.
+BUILT_FROM="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+git -C "$repo" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
+    BUILT_FROM+=" + uncommitted changes to src/Cargo"
+[[ -n ${BATON_BIN:-} ]] && BUILT_FROM="given binary (BATON_BIN); work tree at $BUILT_FROM"
+BATON_SUM=$(sha256sum "$BATON" | cut -c1-12)
 
 # --- limits ---------------------------------------------------------------
 max_n=0
@@ -312,8 +318,8 @@ python3 "$here/report.py" \
     --drain "$RESULTS" --notes "$NOTES" \
     --sizes "$SIZES" --rounds "$ROUNDS" --busy "$BUSY" --busy-max "$BUSY_MAX" \
     --uncontended-mode "$UNC_MODE" \
-    --meta "baton=$BATON" \
-    --meta "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (modified)')" \
+    --meta "baton=$BATON (sha256 $BATON_SUM…)" \
+    --meta "built from=$BUILT_FROM" \
     --meta "flock=$("$FLOCK" --version 2>&1 | head -n 1)" \
     --meta "uncontended timer=$( [[ $UNC_MODE == hyperfine ]] && hyperfine --version || echo "$UNC_MODE")" \
     --meta "machine=$(nproc) cores, $(uname -sr), load before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" \

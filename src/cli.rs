@@ -217,7 +217,9 @@ pub fn main() -> u8 {
             return 0;
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!("baton: a subcommand is needed: run or status (see baton --help)");
+            crate::progress::say(
+                "baton: a subcommand is needed: run or status (see baton --help)\n",
+            );
             return exit::USAGE;
         }
         Err(e) => {
@@ -226,7 +228,7 @@ pub fn main() -> u8 {
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("bad arguments");
-            eprintln!("baton: {}", line.trim_start_matches("error: "));
+            crate::progress::say(&format!("baton: {}\n", line.trim_start_matches("error: ")));
             return exit::USAGE;
         }
     };
@@ -241,7 +243,7 @@ pub fn main() -> u8 {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("baton: {e}");
+            crate::progress::say(&format!("baton: {e}\n"));
             e.exit_code()
         }
     }

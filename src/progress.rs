@@ -73,13 +73,11 @@ impl Progress {
         let (Some(line), false) = (self.line(), self.quiet) else {
             return;
         };
-        let mut err = std::io::stderr().lock();
         if self.tty {
-            let _ = write!(err, "\r\x1b[Kbaton: {line}");
+            say(&format!("\r\x1b[Kbaton: {line}"));
         } else {
-            let _ = writeln!(err, "baton: {line}");
+            say(&format!("baton: {line}\n"));
         }
-        let _ = err.flush();
     }
 
     /// The job got its resources.
@@ -89,15 +87,23 @@ impl Progress {
             return;
         }
         let waited = short(self.since.elapsed());
-        let mut err = std::io::stderr().lock();
         let clear = if self.tty { "\r\x1b[K" } else { "" };
-        let _ = writeln!(err, "{clear}baton: got {} after {waited}", b.resource);
+        say(&format!(
+            "{clear}baton: got {} after {waited}\n",
+            b.resource
+        ));
     }
 
     /// The job left the queue without starting.
     pub fn left(&mut self) {
         if self.tty && !self.quiet && self.blocked.take().is_some() {
-            let _ = writeln!(std::io::stderr(), "\r\x1b[K");
+            say("\r\x1b[K");
         }
     }
+}
+
+/// Write a whole message in one `write(2)`, so that the lines of many
+/// batons sharing one stderr (a journal, a cron mail) never interleave.
+pub fn say(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

@@ -29,6 +29,12 @@ pub struct World {
     pub state: PathBuf,
 }
 
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
 impl World {
     pub fn new() -> World {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -120,29 +120,55 @@ fn key(name: &str) -> String {
         .collect()
 }
 
+/// A well-formed queue record (see store.rs): seq, priority, slots, state,
+/// mode, check.
+fn record(seq: u64, state: u8) -> Vec<u8> {
+    let check =
+        0x6261_746f_6e5f_7631u64 ^ seq.rotate_left(7) ^ u64::from(state) << 8 ^ u64::from(b'x');
+    let mut r = Vec::new();
+    r.extend(seq.to_le_bytes());
+    r.extend(0i64.to_le_bytes());
+    r.extend(0u32.to_le_bytes());
+    r.extend([state, b'x', 0, 0]);
+    r.extend(check.to_le_bytes());
+    r
+}
+
 #[test]
 fn a_hostile_or_corrupt_state_dir_does_not_hang_or_break_baton() {
     let w = World::new();
     assert_eq!(w.code(&["run", "-l", "x", "--", "true"]), 0);
-    let k = key("x");
-    // Junk named like queue entries: a FIFO, a directory, a symlink to a
-    // file outside, a dead job's leftover, garbage.
+    let q = w.state.join(format!("q.{}", key("x")));
+    // Records of jobs that are not there, or whose job file is junk: a
+    // FIFO, a directory, a symlink to a file outside, garbage; plus bytes
+    // that are no record at all.
+    let outside = w.path("outside");
+    std::fs::write(&outside, "precious").unwrap();
+    let mut queue = Vec::new();
+    for seq in [5, 6, 7, 8, 9] {
+        queue.extend(record(seq, b'r'));
+    }
+    queue.extend(b"garbage that is not a record at all, and a tail".iter());
+    std::fs::write(&q, queue).unwrap();
     nix::unistd::mkfifo(
-        &w.state.join(format!("{k}.r.5.0.x")),
+        &w.state.join("j.5"),
         nix::sys::stat::Mode::from_bits_truncate(0o644),
     )
     .unwrap();
-    std::fs::create_dir(w.state.join(format!("{k}.r.6.0.x"))).unwrap();
-    let outside = w.path("outside");
-    std::fs::write(&outside, "precious").unwrap();
-    symlink(&outside, w.state.join(format!("{k}.r.7.0.x"))).unwrap();
-    std::fs::write(w.state.join(format!("{k}.r.8.0.x")), "{not json").unwrap();
+    std::fs::create_dir(w.state.join("j.6")).unwrap();
+    symlink(&outside, w.state.join("j.7")).unwrap();
+    std::fs::write(w.state.join("j.8"), "{not json").unwrap();
+    std::fs::write(w.state.join("seq"), "nonsense counter").unwrap();
     std::fs::write(w.state.join("garbage"), "x").unwrap();
-    std::fs::write(w.state.join(".t.1"), "").unwrap();
     assert_eq!(w.code(&["run", "-w", "20s", "-l", "x", "--", "true"]), 0);
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
     assert!(w.run(&["status"]).status.success());
     assert!(w.run(&["status", "--json"]).status.success());
+    assert_eq!(w.queue("x"), (vec![], vec![]));
+    // Still a working queue afterwards.
+    let h = w.hold("h", &["-l", "x"]);
+    assert_eq!(w.code(&["run", "-n", "-l", "x", "--", "true"]), 75);
+    drop(h);
 
     // A lock file that is a symlink or a FIFO: refused, not followed, no hang.
     let w2 = World::new();
