@@ -139,8 +139,9 @@ def main():
         base = unc_med.get("true")
         fbase = unc_med.get("flock")
         names = {"true": "`true`", "flock": "`flock FILE true`",
+                 "timeout": "`timeout 60 true` (smallest fork-and-wait wrapper)",
                  "baton": "`baton run -l x -- true`"}
-        for k in ["true", "flock", "baton"]:
+        for k in ["true", "timeout", "flock", "baton"]:
             if k not in unc_med:
                 continue
             rm = unc_round_meds[k]
@@ -179,6 +180,10 @@ def main():
             fd = unc_med["flock"] - unc_med["true"]
             w(f"   (for scale: flock adds +{fmt_ms(fd)} ms on this machine; any wrapper "
               f"pays one extra exec, and `true` alone costs {fmt_ms(unc_med['true'])} ms here)")
+        if "timeout" in unc_med:
+            td = unc_med["timeout"] - unc_med["true"]
+            w(f"   (coreutils `timeout`, which only forks, execs and waits, adds +{fmt_ms(td)} ms: "
+              f"baton's own work costs {unc_med['baton'] - unc_med['timeout']:+.3f} ms beyond that)")
     else:
         w("3. uncontended overhead: not measured")
     w("")

@@ -295,6 +295,7 @@ if [[ $UNCONTENDED == 1 ]]; then
                 --export-json "$SCRATCH/uncontended-$r.json" \
                 -n true "true" \
                 -n flock "$(q "$FLOCK") $(q "$ulock") true" \
+                -n timeout "timeout 60 true" \
                 -n baton "$(q "$BATON") run -l x -- true" >&2
             UNC_JSON+=("$SCRATCH/uncontended-$r.json")
         done
@@ -306,6 +307,7 @@ if [[ $UNCONTENDED == 1 ]]; then
             --json "$SCRATCH/uncontended-py.json" \
             true="true" \
             flock="$FLOCK $ulock true" \
+            timeout="timeout 60 true" \
             baton="$BATON run -l x -- true" >&2
         UNC_JSON+=("$SCRATCH/uncontended-py.json")
     fi

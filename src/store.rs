@@ -10,8 +10,7 @@ behind the same calls (`Job::enqueue`, `attempt`, `wake_fd`, `leave`,
 # Layout (flat, every name chosen by baton)
 - `lock`: the mutex; an OFD write lock on byte 0 is held while a process
   reads queues and changes them. Critical sections are a few `pread`s and
-  `pwrite`s, never a wait.
-- `seq`: the arrival counter (8 bytes).
+  `pwrite`s, never a wait. Its first 8 bytes are the arrival counter.
 - `j.<seq>`: a *job file*, one per job: its details as JSON lines, and the
   two locks that make it alive (byte 0) and waiting (byte 1).
 - `q.<key>`: the queue of one resource, `key` being 32 hex digits of SHA-256
@@ -306,18 +305,12 @@ impl StateDir {
         let _ = unlinkat(&self.fd, job_name(seq).as_str(), UnlinkatFlags::NoRemoveDir);
     }
 
-    /// The next arrival number: above the counter and above every seq in
-    /// the queues just read (so a damaged counter cannot reorder a queue).
+    /// The next arrival number: above the counter (the first 8 bytes of
+    /// `lock`) and above every seq in the queues just read, so that a
+    /// damaged counter cannot reorder a queue. Called under the mutex.
     fn next_seq(&self, seen: Seq) -> Result<Seq> {
-        let fd = self
-            .open_file(
-                "seq",
-                OFlag::O_RDWR | OFlag::O_CREAT,
-                if self.shared { 0o664 } else { 0o644 },
-            )?
-            .ok_or_else(|| Error::io("creating", self.path.join("seq"), Errno::ENOENT))?;
         let mut buf = [0u8; 8];
-        let last = match nix::sys::uio::pread(&fd, &mut buf, 0) {
+        let last = match nix::sys::uio::pread(&self.lock, &mut buf, 0) {
             Ok(8) => u64::from_le_bytes(buf),
             _ => 0,
         };
@@ -326,8 +319,8 @@ impl StateDir {
             .checked_add(1)
             .filter(|n| *n < u64::MAX / 2)
             .unwrap_or(1);
-        write_all_at(&fd, &next.to_le_bytes(), 0)
-            .map_err(|e| Error::io("writing", self.path.join("seq"), e))?;
+        write_all_at(&self.lock, &next.to_le_bytes(), 0)
+            .map_err(|e| Error::io("writing", self.path.join("lock"), e))?;
         Ok(next)
     }
 

@@ -158,7 +158,7 @@ fn a_hostile_or_corrupt_state_dir_does_not_hang_or_break_baton() {
     std::fs::create_dir(w.state.join("j.6")).unwrap();
     symlink(&outside, w.state.join("j.7")).unwrap();
     std::fs::write(w.state.join("j.8"), "{not json").unwrap();
-    std::fs::write(w.state.join("seq"), "nonsense counter").unwrap();
+    std::fs::write(w.state.join("lock"), "nonsense counter").unwrap();
     std::fs::write(w.state.join("garbage"), "x").unwrap();
     assert_eq!(w.code(&["run", "-w", "20s", "-l", "x", "--", "true"]), 0);
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
