@@ -545,6 +545,15 @@ pub struct BlockInfo {
     pub ahead: usize,
 }
 
+/// A decision taken under the mutex, to be completed after it.
+enum Decided {
+    Granted,
+    Blocked {
+        sleepers: Vec<(Seq, i64, OwnedFd)>,
+        blocked: queue::Blocked,
+    },
+}
+
 /// One resource of this job: its queue file and the index of its record.
 struct Place {
     key: Key,
@@ -568,7 +577,6 @@ pub struct Job<'d> {
     resources: Vec<Resource>,
     needs: Vec<(Key, Mode)>,
     places: Vec<Place>,
-    state: State,
     end: u64,
     wake_r: OwnedFd,
     wake_w: Arc<OwnedFd>,
@@ -580,7 +588,8 @@ pub struct Job<'d> {
 impl<'d> Job<'d> {
     /// Join the queue and make the first attempt to start, in one critical
     /// section. The job is alive (byte 0) and waiting (byte 1) before any
-    /// other process can see it.
+    /// other process can see it. Sleeper threads start after the mutex is
+    /// released, to keep it short.
     pub fn enqueue(
         dir: &'d StateDir,
         info: &JobInfo,
@@ -593,7 +602,10 @@ impl<'d> Job<'d> {
             .iter()
             .map(|r| (key_of(&r.name), r.mode()))
             .collect();
-        let _m = dir.lock()?;
+        let mut line = serde_json::to_vec(info).map_err(|e| Error::Internal(e.to_string()))?;
+        line.push(b'\n');
+
+        let m = dir.lock()?;
         let mut places = Vec::new();
         let mut seen: Seq = 0;
         let mut free = Vec::new();
@@ -617,8 +629,8 @@ impl<'d> Job<'d> {
                 index: 0,
             });
         }
-        // The job file: created exclusively; a dead one of the same name
-        // (a counter reset by hand) is removed first.
+        // The job file, created exclusively: never over a live job's file
+        // (a counter damaged by hand); a dead one of that name is removed.
         let mut seq = dir.next_seq(seen)?;
         let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL;
         let fd = loop {
@@ -655,8 +667,6 @@ impl<'d> Job<'d> {
                 return Err(fail("locking", Errno::EAGAIN));
             }
         }
-        let mut line = serde_json::to_vec(info).map_err(|e| Error::Internal(e.to_string()))?;
-        line.push(b'\n');
         write_all_at(&fd, &line, 0).map_err(|e| fail("writing", e))?;
         let rank = Rank {
             priority: info.priority,
@@ -686,14 +696,15 @@ impl<'d> Job<'d> {
             resources,
             needs,
             places,
-            state: State::Waiting,
             end: line.len() as u64,
             wake_r,
             wake_w: Arc::new(wake_w),
             watching: HashSet::new(),
             want_details,
         };
-        let attempt = job.decide()?;
+        let decided = job.decide()?;
+        drop(m);
+        let attempt = job.settle(decided)?;
         Ok((job, attempt))
     }
 
@@ -701,8 +712,11 @@ impl<'d> Job<'d> {
     /// Blocked: a sleeper is armed on the event the rule names, and
     /// [`Job::wake_fd`] becomes readable when it fires.
     pub fn attempt(&mut self) -> Result<Attempt> {
-        let _m = self.dir.lock()?;
-        self.decide()
+        let decided = {
+            let _m = self.dir.lock()?;
+            self.decide()?
+        };
+        self.settle(decided)
     }
 
     /// Read this job's queues (other jobs' records only).
@@ -718,8 +732,11 @@ impl<'d> Job<'d> {
         View { entries }
     }
 
-    /// Apply the grant rule; called under the mutex.
-    fn decide(&mut self) -> Result<Attempt> {
+    /// Apply the grant rule; called under the mutex. Only what must be
+    /// atomic happens here: reading, clearing the dead, granting, and
+    /// opening the job files to sleep on (so the inode, not a name, is
+    /// what is waited for). Threads start after the mutex is released.
+    fn decide(&mut self) -> Result<Decided> {
         let mut view = self.view();
         let request = queue::Request {
             rank: self.rank,
@@ -730,7 +747,7 @@ impl<'d> Job<'d> {
             let blocked = match queue::decide(&request, &entries) {
                 Decision::Grant => {
                     self.grant()?;
-                    return Ok(Attempt::Granted);
+                    return Ok(Decided::Granted);
                 }
                 Decision::Blocked(b) => b,
             };
@@ -742,11 +759,11 @@ impl<'d> Job<'d> {
                 ofd::ALIVE
             };
             let mut dead = Vec::new();
-            let mut armed = Vec::new();
+            let mut sleepers = Vec::new();
             for &t in blocked.wait.targets() {
                 match self.dir.open_job(t) {
                     Some(fd) if ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true) => {
-                        armed.push((t, fd))
+                        sleepers.push((t, byte, fd))
                     }
                     _ => dead.push(t),
                 }
@@ -765,24 +782,33 @@ impl<'d> Job<'d> {
                 view.entries.retain(|(e, ..)| !dead.contains(&e.rank.seq));
                 continue;
             }
-            let holder = blocked
-                .holder
-                .filter(|_| self.want_details)
-                .and_then(|h| read_info(&self.dir.open_job(h)?));
-            for (t, fd) in armed {
-                self.sleep_on(t, byte, fd)?;
-            }
-            let resource = self
-                .resources
-                .iter()
-                .find(|r| key_of(&r.name) == blocked.key)
-                .map_or_else(String::new, |r| r.name.clone());
-            return Ok(Attempt::Blocked(BlockInfo {
-                resource,
-                holder,
-                ahead: blocked.ahead,
-            }));
+            return Ok(Decided::Blocked { sleepers, blocked });
         }
+    }
+
+    /// After the mutex is released: start the sleepers and describe the wait.
+    fn settle(&mut self, decided: Decided) -> Result<Attempt> {
+        let (sleepers, blocked) = match decided {
+            Decided::Granted => return Ok(Attempt::Granted),
+            Decided::Blocked { sleepers, blocked } => (sleepers, blocked),
+        };
+        for (t, byte, fd) in sleepers {
+            self.sleep_on(t, byte, fd)?;
+        }
+        let holder = blocked
+            .holder
+            .filter(|_| self.want_details)
+            .and_then(|h| read_info(&self.dir.open_job(h)?));
+        let resource = self
+            .resources
+            .iter()
+            .find(|r| key_of(&r.name) == blocked.key)
+            .map_or_else(String::new, |r| r.name.clone());
+        Ok(Attempt::Blocked(BlockInfo {
+            resource,
+            holder,
+            ahead: blocked.ahead,
+        }))
     }
 
     /// A thread that sleeps in the kernel until `byte` of job `seq` is
@@ -828,7 +854,6 @@ impl<'d> Job<'d> {
     /// Become a holder: mark every record running, then stop waiting.
     /// Called under the mutex.
     fn grant(&mut self) -> Result<()> {
-        self.state = State::Running;
         for place in &self.places {
             let entry = Entry {
                 key: place.key,
@@ -945,23 +970,17 @@ impl StateDir {
         let Ok(mut dir) = nix::dir::Dir::from_fd(dirfd) else {
             return;
         };
-        let seqs: Vec<Seq> = dir
+        let names: Vec<String> = dir
             .iter()
-            .filter_map(|i| i.ok())
-            .filter_map(|i| {
-                i.file_name()
-                    .to_str()
-                    .ok()?
-                    .strip_prefix("j.")?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|i| i.ok()?.file_name().to_str().ok().map(String::from))
             .collect();
-        for seq in seqs {
-            if let Some(fd) = self.open_job(seq)
-                && !ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true)
-            {
-                self.remove_job_file(seq);
+        for name in names {
+            if let Some(seq) = name.strip_prefix("j.").and_then(|n| n.parse::<Seq>().ok()) {
+                if let Some(fd) = self.open_job(seq)
+                    && !ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true)
+                {
+                    self.remove_job_file(seq);
+                }
             }
         }
     }
