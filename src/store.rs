@@ -975,12 +975,11 @@ impl StateDir {
             .filter_map(|i| i.ok()?.file_name().to_str().ok().map(String::from))
             .collect();
         for name in names {
-            if let Some(seq) = name.strip_prefix("j.").and_then(|n| n.parse::<Seq>().ok()) {
-                if let Some(fd) = self.open_job(seq)
-                    && !ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true)
-                {
-                    self.remove_job_file(seq);
-                }
+            if let Some(seq) = name.strip_prefix("j.").and_then(|n| n.parse::<Seq>().ok())
+                && let Some(fd) = self.open_job(seq)
+                && !ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true)
+            {
+                self.remove_job_file(seq);
             }
         }
     }
