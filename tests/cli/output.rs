@@ -106,3 +106,53 @@ fn status_shows_holders_and_waiters_in_a_table_and_as_json() {
     h.release();
     assert_eq!(wait_exit(&mut q), Some(0));
 }
+
+/// On a terminal the waiting line is redrawn in place (`\r` + clear line),
+/// and replaced by the "got" line when the job starts. Runs baton under a
+/// real pseudo-terminal with script(1).
+#[test]
+fn on_a_terminal_the_waiting_line_is_live() {
+    use std::io::Read;
+    let w = World::new();
+    let h = w.hold("holder", &["-l", "x"]);
+    let cmd = format!(
+        "BATON_DIR={} {} run --name tty -l x -- true",
+        w.state.display(),
+        env!("CARGO_BIN_EXE_baton")
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped()) // a pty needs an open input
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut out = script.stdout.take().unwrap();
+    // Read until the line has been drawn twice: once on entry, once by the
+    // one-second refresh that keeps "for how long" true.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while String::from_utf8_lossy(&seen)
+        .matches("\r\x1b[Kbaton: waiting for x: held by holder")
+        .count()
+        < 2
+    {
+        let n = out.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "script ended early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(w.queue("x").1, vec!["tty"]);
+    h.release();
+    out.read_to_end(&mut seen).unwrap();
+    assert_eq!(wait_exit(&mut script), Some(0));
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("\r\x1b[Kbaton: got x after "), "{text:?}");
+    assert!(
+        !text.contains("ahead\n") && !text.contains("ahead\r\n"),
+        "the live line is never ended by a newline: {text:?}"
+    );
+}
