@@ -64,6 +64,9 @@ struct RunCli {
     /// If the job cannot start at once, exit 75 without running it.
     #[arg(short = 'n', long = "no-wait")]
     no_wait: bool,
+    /// If a job with the same --name is already waiting, do not queue a second run: wait for it and exit with its status.
+    #[arg(long)]
+    coalesce: bool,
     /// If not started within DUR, leave the queue and exit 75.
     #[arg(short = 'w', long = "wait-timeout", value_name = "DUR", value_parser = parse_duration)]
     wait_timeout: Option<Duration>,
@@ -198,6 +201,7 @@ impl RunCli {
             priority: self.priority,
             name: self.name,
             no_wait: self.no_wait,
+            coalesce: self.coalesce,
             wait_timeout: self.wait_timeout,
             timeout: self.timeout,
             grace: self.grace,

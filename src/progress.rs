@@ -94,6 +94,15 @@ impl Progress {
         ));
     }
 
+    /// `--coalesce` joined a waiting run instead of queueing another.
+    pub fn joined(&mut self, seq: u64, name: &str) {
+        if !self.quiet {
+            say(&format!(
+                "baton: joined the waiting run of {name} (job {seq})\n"
+            ));
+        }
+    }
+
     /// The job left the queue without starting.
     pub fn left(&mut self) {
         if self.tty && !self.quiet && self.blocked.take().is_some() {

@@ -23,7 +23,7 @@ use nix::unistd::{AccessFlags, Pid, access};
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
 use crate::signals::Signals;
-use crate::store::{Attempt, Job, JobInfo, Resource, StateDir, now_ms};
+use crate::store::{Attempt, Entered, Job, JobInfo, Joined, Resource, StateDir, now_ms};
 
 /// A validated `baton run`.
 #[derive(Debug)]
@@ -32,6 +32,7 @@ pub struct RunArgs {
     pub priority: i64,
     pub name: Option<String>,
     pub no_wait: bool,
+    pub coalesce: bool,
     pub wait_timeout: Option<Duration>,
     pub timeout: Option<Duration>,
     pub grace: Duration,
@@ -64,14 +65,30 @@ pub fn run(args: RunArgs) -> Result<u8> {
         ..JobInfo::default()
     };
     let mut progress = Progress::new(args.quiet);
-    let (mut job, first) = Job::enqueue(&dir, &info, !args.quiet)?;
+    let deadline = args.wait_timeout.map(|d| Instant::now() + d);
+    let (mut job, first) = loop {
+        match Job::enqueue(&dir, &info, !args.quiet, args.coalesce)? {
+            Entered::Queued(job, first) => break (*job, first),
+            Entered::Joined(joined) => {
+                if args.no_wait {
+                    return Ok(exit::NOT_STARTED);
+                }
+                progress.joined(joined.seq, &info.name);
+                if let Some(code) = wait_joined(&joined, &signals, deadline)? {
+                    return Ok(code);
+                }
+                // The run it joined never finished (cancelled, or its baton
+                // was killed): the trigger is not lost, it queues (or joins)
+                // again.
+            }
+        }
+    };
     if let Attempt::Blocked(why) = first {
         if args.no_wait {
             job.leave();
             return Ok(exit::NOT_STARTED);
         }
         progress.blocked(why);
-        let deadline = args.wait_timeout.map(|d| Instant::now() + d);
         match wait(&mut job, &signals, deadline, &mut progress)? {
             Waited::Granted => {}
             Waited::Gave(code) => {
@@ -102,12 +119,55 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     job.record_child(child.id() as i32);
     let (status, timed_out) = supervise(child, &signals, args.timeout, args.grace)?;
-    job.finish(status);
-    Ok(if timed_out {
-        exit::TIMEOUT
+    // The final status is what coalesced joiners exit with too.
+    let code = if timed_out {
+        i32::from(exit::TIMEOUT)
     } else {
-        status as u8
-    })
+        status
+    };
+    job.finish(code);
+    Ok(code as u8)
+}
+
+/// Sleep until the run a `--coalesce` job joined has ended, and return its
+/// final status; `None` if it ended without one (it never ran, or its baton
+/// was killed). A signal ends the wait with 128+N; `--wait-timeout` with 75
+/// if the joined run has not started by then.
+fn wait_joined(
+    joined: &Joined,
+    signals: &Signals,
+    mut deadline: Option<Instant>,
+) -> Result<Option<u8>> {
+    loop {
+        let now = Instant::now();
+        if let Some(d) = deadline
+            && d <= now
+        {
+            if !joined.started() {
+                return Ok(Some(exit::NOT_STARTED));
+            }
+            deadline = None;
+        }
+        let timeout = deadline.map(|d| d - now);
+        let (sig_ready, wake_ready) = {
+            let mut fds = [
+                PollFd::new(signals.fd(), PollFlags::POLLIN),
+                PollFd::new(joined.wake_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, poll_timeout(timeout)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if sig_ready && let Some(sig) = signals.take() {
+            return Ok(Some(sig.exit_code()));
+        }
+        if wake_ready {
+            return Ok(joined.info().and_then(|i| i.exit).map(|c| c as u8));
+        }
+    }
 }
 
 enum Waited {

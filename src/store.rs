@@ -345,7 +345,11 @@ impl StateDir {
             let Ok(Some(fd)) = self.open_file(&queue_name(key), OFlag::O_RDONLY, 0) else {
                 continue;
             };
-            entries.extend(read_records(&fd, key).into_iter().filter_map(|(_, e)| e));
+            entries.extend(
+                read_records(&fd, key)
+                    .into_iter()
+                    .filter_map(|(_, e)| e.map(|(e, _)| e)),
+            );
         }
         let mut seqs: Vec<Seq> = entries.iter().map(|e| e.rank.seq).collect();
         seqs.sort_unstable();
@@ -408,8 +412,9 @@ fn parse_queue_name(name: &str) -> Option<Key> {
 const RECORD: usize = 32;
 const CHECK: u64 = 0x6261_746f_6e5f_7631; // "baton_v1"
 
-fn encode(e: &Entry) -> [u8; RECORD] {
+fn encode(e: &Entry, tag: u16) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
+    r[22..24].copy_from_slice(&tag.to_le_bytes());
     r[0..8].copy_from_slice(&e.rank.seq.to_le_bytes());
     r[8..16].copy_from_slice(&e.rank.priority.to_le_bytes());
     let (mode, slots) = match e.mode {
@@ -424,7 +429,7 @@ fn encode(e: &Entry) -> [u8; RECORD] {
         b'r'
     };
     r[21] = mode;
-    let sum = check(e.rank.seq, e.rank.priority, r[20], r[21], slots);
+    let sum = check(e.rank.seq, e.rank.priority, r[20], r[21], slots) ^ u64::from(tag) << 48;
     r[24..32].copy_from_slice(&sum.to_le_bytes());
     r
 }
@@ -438,12 +443,14 @@ fn check(seq: Seq, priority: i64, state: u8, mode: u8, slots: u32) -> u64 {
         ^ u64::from(slots) << 40
 }
 
-/// A record of queue `key`; `None` for a free or damaged record.
-fn decode(key: Key, r: &[u8]) -> Option<Entry> {
+/// A record of queue `key` and its job's name tag; `None` for a free or
+/// damaged record.
+fn decode(key: Key, r: &[u8]) -> Option<(Entry, u16)> {
     let seq = u64::from_le_bytes(r[0..8].try_into().ok()?);
     let priority = i64::from_le_bytes(r[8..16].try_into().ok()?);
     let slots = u32::from_le_bytes(r[16..20].try_into().ok()?);
-    let sum = u64::from_le_bytes(r[24..32].try_into().ok()?);
+    let tag = u16::from_le_bytes(r[22..24].try_into().ok()?);
+    let sum = u64::from_le_bytes(r[24..32].try_into().ok()?) ^ u64::from(tag) << 48;
     if seq == 0 || sum != check(seq, priority, r[20], r[21], slots) {
         return None;
     }
@@ -458,16 +465,19 @@ fn decode(key: Key, r: &[u8]) -> Option<Entry> {
         (b'n', n) if n > 0 => Mode::Slots(n),
         _ => return None,
     };
-    Some(Entry {
-        key,
-        rank: Rank { priority, seq },
-        state,
-        mode,
-    })
+    Some((
+        Entry {
+            key,
+            rank: Rank { priority, seq },
+            state,
+            mode,
+        },
+        tag,
+    ))
 }
 
 /// All records of a queue file, by index (`None`: free).
-fn read_records(fd: &OwnedFd, key: Key) -> Vec<(u64, Option<Entry>)> {
+fn read_records(fd: &OwnedFd, key: Key) -> Vec<(u64, Option<(Entry, u16)>)> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -583,6 +593,65 @@ pub struct Job<'d> {
     watching: HashSet<(Seq, i64)>,
     /// Read the holder's details when blocked (for the progress line).
     want_details: bool,
+    /// The job name's tag, kept in its records (see [`name_tag`]).
+    tag: u16,
+}
+
+/// What `Job::enqueue` did.
+pub enum Entered<'d> {
+    /// Queued, with the outcome of the first attempt to start.
+    Queued(Box<Job<'d>>, Attempt),
+    /// `--coalesce`: joined a waiting job of the same name.
+    Joined(Joined),
+}
+
+/// A waiting run of the same name that a `--coalesce` job joined. The
+/// joiner holds that job's file open and sleeps until its last process is
+/// gone, then reads the exit status it recorded.
+pub struct Joined {
+    pub seq: Seq,
+    fd: OwnedFd,
+    wake_r: OwnedFd,
+}
+
+impl Joined {
+    fn new(dir: &StateDir, seq: Seq, fd: OwnedFd) -> Result<Joined> {
+        let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| Error::io("creating a pipe in", &dir.path, e))?;
+        let probe = fd
+            .try_clone()
+            .map_err(|e| Error::io("opening", dir.path.join(job_name(seq)), e))?;
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = ofd::wait_released(&probe, ofd::ALIVE);
+                let _ = nix::unistd::write(&wake_w, &[1]);
+            })
+            .map_err(|e| Error::io("starting a waiter thread for", &dir.path, e))?;
+        Ok(Joined { seq, fd, wake_r })
+    }
+
+    /// Readable when the joined job has ended.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake_r.as_fd()
+    }
+
+    /// Whether the joined job has started (or ended).
+    pub fn started(&self) -> bool {
+        !ofd::is_held(&self.fd, ofd::WAITING).unwrap_or(true)
+    }
+
+    /// The joined job's details, including its final status once it ran.
+    pub fn info(&self) -> Option<JobInfo> {
+        read_info(&self.fd)
+    }
+}
+
+/// 16 bits of a job name's hash, kept in its queue records so that
+/// `--coalesce` only opens the job files of likely namesakes.
+fn name_tag(name: &str) -> u16 {
+    let d = Sha256::digest(name.as_bytes());
+    u16::from_le_bytes([d[0], d[1]])
 }
 
 impl<'d> Job<'d> {
@@ -594,7 +663,8 @@ impl<'d> Job<'d> {
         dir: &'d StateDir,
         info: &JobInfo,
         want_details: bool,
-    ) -> Result<(Job<'d>, Attempt)> {
+        coalesce: bool,
+    ) -> Result<Entered<'d>> {
         let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| Error::io("creating a pipe in", &dir.path, e))?;
         let resources = info.resources.clone();
@@ -604,8 +674,10 @@ impl<'d> Job<'d> {
             .collect();
         let mut line = serde_json::to_vec(info).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
+        let tag = name_tag(&info.name);
 
         let m = dir.lock()?;
+        let mut candidates: Vec<Seq> = Vec::new();
         let mut places = Vec::new();
         let mut seen: Seq = 0;
         let mut free = Vec::new();
@@ -614,7 +686,7 @@ impl<'d> Job<'d> {
             let records = read_records(&queue, key);
             seen = records
                 .iter()
-                .filter_map(|(_, e)| e.map(|e| e.rank.seq))
+                .filter_map(|(_, e)| e.map(|(e, _)| e.rank.seq))
                 .fold(seen, Seq::max);
             free.push(
                 records
@@ -622,12 +694,31 @@ impl<'d> Job<'d> {
                     .find(|(_, e)| e.is_none())
                     .map_or(records.len() as u64, |(i, _)| *i),
             );
+            if coalesce {
+                candidates.extend(records.iter().filter_map(|(_, e)| match e {
+                    Some((e, t)) if *t == tag && e.state == State::Waiting => Some(e.rank.seq),
+                    _ => None,
+                }));
+            }
             places.push(Place {
                 key,
                 mode,
                 queue,
                 index: 0,
             });
+        }
+        // --coalesce: a live job of the same name that still waits is
+        // joined instead of queueing a second run.
+        candidates.sort_unstable();
+        candidates.dedup();
+        for c in candidates {
+            let Some(fd) = dir.open_job(c) else { continue };
+            let waiting = ofd::is_held(&fd, ofd::ALIVE).unwrap_or(false)
+                && ofd::is_held(&fd, ofd::WAITING).unwrap_or(false);
+            if waiting && read_info(&fd).is_some_and(|i| i.name == info.name) {
+                drop(m);
+                return Joined::new(dir, c, fd).map(Entered::Joined);
+            }
         }
         // The job file, created exclusively: never over a live job's file
         // (a counter damaged by hand); a dead one of that name is removed.
@@ -680,7 +771,7 @@ impl<'d> Job<'d> {
                 state: State::Waiting,
                 mode: place.mode,
             };
-            write_record(&place.queue, index, &encode(&entry))
+            write_record(&place.queue, index, &encode(&entry, tag))
                 .map_err(|e| fail("writing a queue record for", e))?;
         }
         // (Periodically, remove job files that no record points to any more:
@@ -701,11 +792,12 @@ impl<'d> Job<'d> {
             wake_w: Arc::new(wake_w),
             watching: HashSet::new(),
             want_details,
+            tag,
         };
         let decided = job.decide()?;
         drop(m);
         let attempt = job.settle(decided)?;
-        Ok((job, attempt))
+        Ok(Entered::Queued(Box::new(job), attempt))
     }
 
     /// Try to start: take the mutex, read the queues, apply the grant rule.
@@ -724,7 +816,7 @@ impl<'d> Job<'d> {
         let mut entries = Vec::new();
         for (p, place) in self.places.iter().enumerate() {
             for (index, e) in read_records(&place.queue, place.key) {
-                if let Some(e) = e.filter(|e| e.rank.seq != self.seq) {
+                if let Some((e, _)) = e.filter(|(e, _)| e.rank.seq != self.seq) {
                     entries.push((e, p, index));
                 }
             }
@@ -861,7 +953,7 @@ impl<'d> Job<'d> {
                 state: State::Running,
                 mode: place.mode,
             };
-            write_record(&place.queue, place.index, &encode(&entry)).map_err(|e| {
+            write_record(&place.queue, place.index, &encode(&entry, self.tag)).map_err(|e| {
                 Error::io(
                     "writing a queue record for",
                     self.dir.path.join(queue_name(place.key)),
@@ -1018,7 +1110,7 @@ mod tests {
                     state,
                     mode,
                 };
-                assert_eq!(decode(key, &encode(&e)), Some(e));
+                assert_eq!(decode(key, &encode(&e, 0xbeef)), Some((e, 0xbeef)));
             }
         }
     }
@@ -1027,7 +1119,7 @@ mod tests {
     fn free_and_damaged_records_are_not_entries() {
         let key = key_of("x");
         assert_eq!(decode(key, &[0u8; RECORD]), None);
-        let good = encode(&Entry {
+        let e = Entry {
             key,
             rank: Rank {
                 priority: 0,
@@ -1035,11 +1127,9 @@ mod tests {
             },
             state: State::Running,
             mode: Mode::Exclusive,
-        });
+        };
+        let good = encode(&e, name_tag("job"));
         for i in 0..RECORD {
-            if (22..24).contains(&i) {
-                continue; // reserved
-            }
             let mut bad = good;
             bad[i] ^= 0x10;
             assert_eq!(decode(key, &bad), None, "flipped byte {i}");

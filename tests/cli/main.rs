@@ -5,6 +5,7 @@ temporary directory; synchronisation is on events (a file written by a
 command, `baton status --json`, a process exit) with a bounded deadline.
 */
 
+mod coalesce;
 mod exclusion;
 mod input;
 mod order;
