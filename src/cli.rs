@@ -67,13 +67,19 @@ struct RunCli {
     /// If a job with the same --name is already waiting, do not queue a second run: wait for it and exit with its status.
     #[arg(long)]
     coalesce: bool,
+    /// May interrupt running lower-priority --preemptible jobs (SIGTERM to their group, SIGKILL after --grace).
+    #[arg(long)]
+    preempt: bool,
+    /// May be interrupted by a higher-priority --preempt job; then runs again later from its old place.
+    #[arg(long)]
+    preemptible: bool,
     /// If not started within DUR, leave the queue and exit 75.
     #[arg(short = 'w', long = "wait-timeout", value_name = "DUR", value_parser = parse_duration)]
     wait_timeout: Option<Duration>,
     /// Stop the command after DUR of running: SIGTERM, SIGKILL after --grace; exit 124.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// How long a stopped command gets between SIGTERM and SIGKILL.
+    /// How long a stopped command (--timeout, or preempted by this job) gets between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
     grace: Duration,
     #[command(flatten)]
@@ -202,6 +208,8 @@ impl RunCli {
             name: self.name,
             no_wait: self.no_wait,
             coalesce: self.coalesce,
+            preempt: self.preempt,
+            preemptible: self.preemptible,
             wait_timeout: self.wait_timeout,
             timeout: self.timeout,
             grace: self.grace,

@@ -20,6 +20,10 @@ use nix::fcntl::{FcntlArg, fcntl};
 pub const ALIVE: i64 = 0;
 /// Byte held while the job waits in the queue.
 pub const WAITING: i64 = 1;
+/// Byte held by a `--preemptible` job's command processes only (on a second
+/// open file description), so that their end can be seen while baton lives
+/// on to queue again after a preemption.
+pub const RUN: i64 = 2;
 
 fn flock(kind: libc::c_int, byte: i64) -> libc::flock {
     libc::flock {

@@ -45,6 +45,14 @@ impl Progress {
 
     /// The job cannot start yet, for this reason.
     pub fn blocked(&mut self, info: BlockInfo) {
+        if !info.preempting.is_empty() && !self.quiet {
+            let clear = if self.tty { "\r\x1b[K" } else { "" };
+            say(&format!(
+                "{clear}baton: preempting {} for {}\n",
+                info.preempting.join(", "),
+                info.resource
+            ));
+        }
         let first = self.blocked.is_none();
         self.blocked = Some(info);
         if self.tty || first {
@@ -92,6 +100,17 @@ impl Progress {
             "{clear}baton: got {} after {waited}\n",
             b.resource
         ));
+    }
+
+    /// This job's run was preempted; it is back in the queue.
+    pub fn preempted(&mut self, count: u8) {
+        if !self.quiet {
+            let left = crate::queue::MAX_PREEMPTIONS.saturating_sub(count);
+            say(&format!(
+                "baton: preempted by a higher-priority job ({count} time(s)); back in the queue at its place, {left} more preemption(s) allowed\n"
+            ));
+        }
+        self.since = std::time::Instant::now();
     }
 
     /// `--coalesce` joined a waiting run instead of queueing another.

@@ -247,6 +247,58 @@ pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
     Decision::Grant
 }
 
+/// How many times a job may be preempted before it stops being
+/// preemptible: no job is interrupted forever.
+pub const MAX_PREEMPTIONS: u8 = 3;
+
+/// The running jobs a `--preempt` job may interrupt to start, if any.
+///
+/// Preemption is allowed only when the job is at the head of the queue for
+/// all its resources (no conflicting or slot waiter ranked ahead), every
+/// running job that blocks it through a conflicting mode can be preempted
+/// (`preemptible(seq)`: `--preemptible`, same user, fewer than
+/// [`MAX_PREEMPTIONS`] preemptions so far) and has a lower priority, and
+/// with those jobs gone it could start. Slot capacity is never preempted.
+pub fn victims(
+    me: &Request,
+    entries: &[Entry],
+    preemptible: impl Fn(Seq) -> bool,
+) -> Option<Vec<Seq>> {
+    let mode_for = |key: Key| me.needs.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
+    let mut victims: Vec<Seq> = Vec::new();
+    for e in entries {
+        if e.rank.seq == me.rank.seq {
+            continue;
+        }
+        let Some(mine) = mode_for(e.key) else {
+            continue;
+        };
+        let ahead = e.rank < me.rank;
+        let slots_both = matches!((e.mode, mine), (Mode::Slots(_), Mode::Slots(_)));
+        match e.state {
+            State::Waiting if ahead && (e.mode.conflicts(mine) || slots_both) => return None,
+            State::Running if e.mode.conflicts(mine) => {
+                if e.rank.priority >= me.rank.priority || !preemptible(e.rank.seq) {
+                    return None;
+                }
+                victims.push(e.rank.seq);
+            }
+            _ => {}
+        }
+    }
+    victims.sort_unstable();
+    victims.dedup();
+    if victims.is_empty() {
+        return None;
+    }
+    let rest: Vec<Entry> = entries
+        .iter()
+        .filter(|e| !victims.contains(&e.rank.seq))
+        .copied()
+        .collect();
+    (decide(me, &rest) == Decision::Grant).then_some(victims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +493,64 @@ mod tests {
             job(0, 3, Waiting, &[(2, Exclusive)]),
         ]);
         assert_eq!(decide_for(&jobs, 3), Decision::Grant);
+    }
+
+    fn victims_for(jobs: &BTreeMap<Seq, Job>, seq: Seq, preemptible: &[Seq]) -> Option<Vec<Seq>> {
+        let j = &jobs[&seq];
+        victims(
+            &Request {
+                rank: j.rank,
+                needs: &j.needs,
+            },
+            &entries(jobs),
+            |s| preemptible.contains(&s),
+        )
+    }
+
+    #[test]
+    fn preempt_interrupts_lower_preemptible_holders_only() {
+        let jobs = BTreeMap::from([
+            job(0, 1, Running, &[(1, Exclusive)]),
+            job(10, 2, Waiting, &[(1, Exclusive)]),
+        ]);
+        assert_eq!(victims_for(&jobs, 2, &[1]), Some(vec![1]));
+        assert_eq!(victims_for(&jobs, 2, &[]), None, "not preemptible");
+        let jobs = BTreeMap::from([
+            job(10, 1, Running, &[(1, Exclusive)]),
+            job(10, 2, Waiting, &[(1, Exclusive)]),
+        ]);
+        assert_eq!(victims_for(&jobs, 2, &[1]), None, "same priority");
+        // Shared holders: all of them, or none.
+        let jobs = BTreeMap::from([
+            job(0, 1, Running, &[(1, Shared)]),
+            job(0, 2, Running, &[(1, Shared)]),
+            job(5, 3, Waiting, &[(1, Exclusive)]),
+        ]);
+        assert_eq!(victims_for(&jobs, 3, &[1, 2]), Some(vec![1, 2]));
+        assert_eq!(victims_for(&jobs, 3, &[1]), None);
+    }
+
+    #[test]
+    fn preempt_only_from_the_head_and_only_if_it_then_starts() {
+        let jobs = BTreeMap::from([
+            job(0, 1, Running, &[(1, Exclusive)]),
+            job(20, 2, Waiting, &[(1, Exclusive)]),
+            job(10, 3, Waiting, &[(1, Exclusive)]),
+        ]);
+        assert_eq!(victims_for(&jobs, 3, &[1]), None, "a waiter is ahead");
+        // Needs two resources, the other held by a non-preemptible job.
+        let jobs = BTreeMap::from([
+            job(0, 1, Running, &[(1, Exclusive)]),
+            job(0, 2, Running, &[(2, Exclusive)]),
+            job(10, 3, Waiting, &[(1, Exclusive), (2, Exclusive)]),
+        ]);
+        assert_eq!(victims_for(&jobs, 3, &[1]), None);
+        // Blocked by slot capacity only: nothing to preempt.
+        let jobs = BTreeMap::from([
+            job(0, 1, Running, &[(1, Slots(1))]),
+            job(10, 2, Waiting, &[(1, Slots(1))]),
+        ]);
+        assert_eq!(victims_for(&jobs, 2, &[1]), None);
     }
 
     // ---- property tests over random queues -------------------------------

@@ -23,7 +23,7 @@ use nix::unistd::{AccessFlags, Pid, access};
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
 use crate::signals::Signals;
-use crate::store::{Attempt, Entered, Job, JobInfo, Joined, Resource, StateDir, now_ms};
+use crate::store::{Attempt, Entered, Job, JobInfo, Joined, Options, Resource, StateDir, now_ms};
 
 /// A validated `baton run`.
 #[derive(Debug)]
@@ -33,6 +33,8 @@ pub struct RunArgs {
     pub name: Option<String>,
     pub no_wait: bool,
     pub coalesce: bool,
+    pub preempt: bool,
+    pub preemptible: bool,
     pub wait_timeout: Option<Duration>,
     pub timeout: Option<Duration>,
     pub grace: Duration,
@@ -66,8 +68,15 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     let mut progress = Progress::new(args.quiet);
     let deadline = args.wait_timeout.map(|d| Instant::now() + d);
-    let (mut job, first) = loop {
-        match Job::enqueue(&dir, &info, !args.quiet, args.coalesce)? {
+    let opts = Options {
+        want_details: !args.quiet,
+        coalesce: args.coalesce,
+        preempt: args.preempt,
+        preemptible: args.preemptible,
+        grace: args.grace,
+    };
+    let (mut job, mut attempt) = loop {
+        match Job::enqueue(&dir, &info, opts)? {
             Entered::Queued(job, first) => break (*job, first),
             Entered::Joined(joined) => {
                 if args.no_wait {
@@ -83,50 +92,62 @@ pub fn run(args: RunArgs) -> Result<u8> {
             }
         }
     };
-    if let Attempt::Blocked(why) = first {
-        if args.no_wait {
-            job.leave();
-            return Ok(exit::NOT_STARTED);
-        }
-        progress.blocked(why);
-        match wait(&mut job, &signals, deadline, &mut progress)? {
-            Waited::Granted => {}
-            Waited::Gave(code) => {
-                progress.left();
+    // Each pass is one run; a preempted run goes back to the queue.
+    let mut deadline = deadline;
+    loop {
+        if let Attempt::Blocked(why) = attempt {
+            if args.no_wait {
                 job.leave();
-                return Ok(code);
+                return Ok(exit::NOT_STARTED);
+            }
+            progress.blocked(why);
+            match wait(&mut job, &signals, deadline, &mut progress)? {
+                Waited::Granted => {}
+                Waited::Gave(code) => {
+                    progress.left();
+                    job.leave();
+                    return Ok(code);
+                }
             }
         }
-    }
-    progress.granted();
-    // A signal between the grant and the spawn still counts as "waiting".
-    if let Some(sig) = signals.take() {
-        job.leave();
-        return Ok(sig.exit_code());
-    }
-    job.make_inheritable()?;
-    let mut cmd = Command::new(&program);
-    cmd.arg0(&args.command[0])
-        .args(&args.command[1..])
-        .process_group(0);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let err = spawn_error(&args.command[0], e);
-            job.finish(i32::from(err.exit_code()));
-            return Err(err);
+        progress.granted();
+        // A signal between the grant and the spawn still counts as "waiting".
+        if let Some(sig) = signals.take() {
+            job.leave();
+            return Ok(sig.exit_code());
         }
-    };
-    job.record_child(child.id() as i32);
-    let (status, timed_out) = supervise(child, &signals, args.timeout, args.grace)?;
-    // The final status is what coalesced joiners exit with too.
-    let code = if timed_out {
-        i32::from(exit::TIMEOUT)
-    } else {
-        status
-    };
-    job.finish(code);
-    Ok(code as u8)
+        job.make_inheritable()?;
+        let mut cmd = Command::new(&program);
+        cmd.arg0(&args.command[0])
+            .args(&args.command[1..])
+            .process_group(0);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let err = spawn_error(&args.command[0], e);
+                job.finish(i32::from(err.exit_code()));
+                return Err(err);
+            }
+        };
+        job.spawned(child.id() as i32);
+        let (status, timed_out) = supervise(child, &signals, args.timeout, args.grace)?;
+        if !timed_out && job.is_preempted() {
+            let count = job.requeue()?;
+            progress.preempted(count);
+            // Back at its old place; --wait-timeout no longer applies.
+            deadline = None;
+            attempt = job.attempt()?;
+            continue;
+        }
+        // The final status is what coalesced joiners exit with too.
+        let code = if timed_out {
+            i32::from(exit::TIMEOUT)
+        } else {
+            status
+        };
+        job.finish(code);
+        return Ok(code as u8);
+    }
 }
 
 /// Sleep until the run a `--coalesce` job joined has ended, and return its
@@ -188,10 +209,15 @@ fn wait(
         if deadline.is_some_and(|d| d <= now) {
             return Ok(Waited::Gave(exit::NOT_STARTED));
         }
-        let timeout = [deadline.map(|d| d - now), progress.tick()]
-            .into_iter()
-            .flatten()
-            .min();
+        let timeout = [
+            deadline.map(|d| d - now),
+            progress.tick(),
+            job.next_kill().map(|k| k.saturating_duration_since(now)),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        job.escalate();
         let (sig_ready, wake_ready) = {
             let mut fds = [
                 PollFd::new(signals.fd(), PollFlags::POLLIN),

@@ -48,6 +48,11 @@ struct JobReport {
     since: String,
     /// Seconds since then.
     seconds: f64,
+    /// How many times this job was preempted (`--preemptible`).
+    preempted: u8,
+    /// A holder being preempted: its command was told to stop.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stopping: bool,
     command: Vec<String>,
 }
 
@@ -80,7 +85,7 @@ fn build(dir: &Path, jobs: &[LiveJob], names: &[String]) -> Report {
     }
     let now = now_ms();
     for job in jobs {
-        for e in &job.entries {
+        for (e, meta) in &job.entries {
             let res = job.info.resources.iter().find(|r| key_of(&r.name) == e.key);
             let name = res.map_or_else(|| format!("{:032x}", e.key), |r| r.name.clone());
             if !names.is_empty() && !names.contains(&name) {
@@ -111,6 +116,8 @@ fn build(dir: &Path, jobs: &[LiveJob], names: &[String]) -> Report {
                 .to_string(),
                 seconds: now.saturating_sub(since_ms) as f64 / 1000.0,
                 command: i.command.clone(),
+                preempted: meta.count,
+                stopping: meta.preempted,
             };
             let slot = by_name.entry(name).or_default();
             match e.state {
@@ -164,11 +171,16 @@ fn table(report: &Report) -> String {
             } else {
                 state.into()
             };
-            let mode = match (j.mode, j.slots) {
+            let mut mode = match (j.mode, j.slots) {
                 (ModeInfo::Shared, _) => " (shared)".to_string(),
                 (ModeInfo::Slots, Some(s)) => format!(" (slot of {s})"),
                 _ => String::new(),
             };
+            if j.stopping {
+                mode += " (being preempted)";
+            } else if j.preempted > 0 {
+                mode += &format!(" (preempted {}x)", j.preempted);
+            }
             rows.push([
                 r.name.clone(),
                 state + &mode,

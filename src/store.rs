@@ -129,11 +129,16 @@ pub struct JobInfo {
     pub child: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<i32>,
+    /// How many times it was preempted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted: Option<u8>,
 }
 
 /// A later line of a job file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Patch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preempted: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     started_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,7 +341,7 @@ impl StateDir {
         .map_err(|e| Error::io("reading", &self.path, e))?;
         let mut dir =
             nix::dir::Dir::from_fd(dirfd).map_err(|e| Error::io("reading", &self.path, e))?;
-        let mut entries: Vec<Entry> = Vec::new();
+        let mut entries: Vec<(Entry, Meta)> = Vec::new();
         for item in dir.iter() {
             let item = item.map_err(|e| Error::io("reading", &self.path, e))?;
             let Some(key) = item.file_name().to_str().ok().and_then(parse_queue_name) else {
@@ -345,13 +350,9 @@ impl StateDir {
             let Ok(Some(fd)) = self.open_file(&queue_name(key), OFlag::O_RDONLY, 0) else {
                 continue;
             };
-            entries.extend(
-                read_records(&fd, key)
-                    .into_iter()
-                    .filter_map(|(_, e)| e.map(|(e, _)| e)),
-            );
+            entries.extend(read_records(&fd, key).into_iter().filter_map(|(_, e)| e));
         }
-        let mut seqs: Vec<Seq> = entries.iter().map(|e| e.rank.seq).collect();
+        let mut seqs: Vec<Seq> = entries.iter().map(|(e, _)| e.rank.seq).collect();
         seqs.sort_unstable();
         seqs.dedup();
         let mut jobs = Vec::new();
@@ -365,7 +366,7 @@ impl StateDir {
             let info = read_info(&fd).unwrap_or_default();
             let mine = entries
                 .iter()
-                .filter(|e| e.rank.seq == seq)
+                .filter(|(e, _)| e.rank.seq == seq)
                 .copied()
                 .collect();
             jobs.push(LiveJob {
@@ -381,7 +382,7 @@ impl StateDir {
 /// A live job as `baton status` shows it.
 pub struct LiveJob {
     pub seq: Seq,
-    pub entries: Vec<Entry>,
+    pub entries: Vec<(Entry, Meta)>,
     pub info: JobInfo,
 }
 
@@ -409,12 +410,25 @@ fn parse_queue_name(name: &str) -> Option<Key> {
 }
 
 /// Bytes of one queue record.
-const RECORD: usize = 32;
-const CHECK: u64 = 0x6261_746f_6e5f_7631; // "baton_v1"
+const RECORD: usize = 40;
+const CHECK: u64 = 0x6261_746f_6e5f_7632; // "baton_v2"
 
-fn encode(e: &Entry, tag: u16) -> [u8; RECORD] {
+/// What a record says beside its entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// 16 bits of the job name's hash (see [`name_tag`]).
+    pub tag: u16,
+    /// `--preemptible`.
+    pub preemptible: bool,
+    /// Marked by a preempting job: it still holds until its command's
+    /// processes are gone (byte [`ofd::RUN`]), then queues again.
+    pub preempted: bool,
+    /// How many times it has been preempted.
+    pub count: u8,
+}
+
+fn encode(e: &Entry, m: Meta) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
-    r[22..24].copy_from_slice(&tag.to_le_bytes());
     r[0..8].copy_from_slice(&e.rank.seq.to_le_bytes());
     r[8..16].copy_from_slice(&e.rank.priority.to_le_bytes());
     let (mode, slots) = match e.mode {
@@ -423,40 +437,42 @@ fn encode(e: &Entry, tag: u16) -> [u8; RECORD] {
         Mode::Slots(n) => (b'n', n),
     };
     r[16..20].copy_from_slice(&slots.to_le_bytes());
-    r[20] = if e.state == State::Waiting {
-        b'w'
-    } else {
-        b'r'
+    r[20] = match (e.state, m.preempted) {
+        (State::Waiting, _) => b'w',
+        (State::Running, false) => b'r',
+        (State::Running, true) => b'p',
     };
     r[21] = mode;
-    let sum = check(e.rank.seq, e.rank.priority, r[20], r[21], slots) ^ u64::from(tag) << 48;
-    r[24..32].copy_from_slice(&sum.to_le_bytes());
+    r[22..24].copy_from_slice(&m.tag.to_le_bytes());
+    r[24] = u8::from(m.preemptible);
+    r[25] = m.count;
+    let sum = check(&r);
+    r[32..40].copy_from_slice(&sum.to_le_bytes());
     r
 }
 
-fn check(seq: Seq, priority: i64, state: u8, mode: u8, slots: u32) -> u64 {
+fn check(r: &[u8]) -> u64 {
+    let word = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or_default());
     CHECK
-        ^ seq.rotate_left(7)
-        ^ (priority as u64).rotate_left(29)
-        ^ u64::from(state) << 8
-        ^ u64::from(mode)
-        ^ u64::from(slots) << 40
+        ^ word(0).rotate_left(7)
+        ^ word(8).rotate_left(29)
+        ^ word(16).rotate_left(43)
+        ^ word(24).rotate_left(17)
 }
 
-/// A record of queue `key` and its job's name tag; `None` for a free or
-/// damaged record.
-fn decode(key: Key, r: &[u8]) -> Option<(Entry, u16)> {
+/// A record of queue `key`; `None` for a free or damaged record.
+fn decode(key: Key, r: &[u8]) -> Option<(Entry, Meta)> {
     let seq = u64::from_le_bytes(r[0..8].try_into().ok()?);
     let priority = i64::from_le_bytes(r[8..16].try_into().ok()?);
     let slots = u32::from_le_bytes(r[16..20].try_into().ok()?);
-    let tag = u16::from_le_bytes(r[22..24].try_into().ok()?);
-    let sum = u64::from_le_bytes(r[24..32].try_into().ok()?) ^ u64::from(tag) << 48;
-    if seq == 0 || sum != check(seq, priority, r[20], r[21], slots) {
+    let sum = u64::from_le_bytes(r[32..40].try_into().ok()?);
+    if seq == 0 || sum != check(r) || r[24] > 1 || r[26..32].iter().any(|b| *b != 0) {
         return None;
     }
-    let state = match r[20] {
-        b'w' => State::Waiting,
-        b'r' => State::Running,
+    let (state, preempted) = match r[20] {
+        b'w' => (State::Waiting, false),
+        b'r' => (State::Running, false),
+        b'p' => (State::Running, true),
         _ => return None,
     };
     let mode = match (r[21], slots) {
@@ -465,6 +481,12 @@ fn decode(key: Key, r: &[u8]) -> Option<(Entry, u16)> {
         (b'n', n) if n > 0 => Mode::Slots(n),
         _ => return None,
     };
+    let meta = Meta {
+        tag: u16::from_le_bytes(r[22..24].try_into().ok()?),
+        preemptible: r[24] == 1,
+        preempted,
+        count: r[25],
+    };
     Some((
         Entry {
             key,
@@ -472,12 +494,12 @@ fn decode(key: Key, r: &[u8]) -> Option<(Entry, u16)> {
             state,
             mode,
         },
-        tag,
+        meta,
     ))
 }
 
 /// All records of a queue file, by index (`None`: free).
-fn read_records(fd: &OwnedFd, key: Key) -> Vec<(u64, Option<(Entry, u16)>)> {
+fn read_records(fd: &OwnedFd, key: Key) -> Vec<(u64, Option<(Entry, Meta)>)> {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -534,6 +556,7 @@ pub fn read_info(fd: &OwnedFd) -> Option<JobInfo> {
             info.started_ms = p.started_ms.or(info.started_ms);
             info.child = p.child.or(info.child);
             info.exit = p.exit.or(info.exit);
+            info.preempted = p.preempted.or(info.preempted);
         }
     }
     Some(info)
@@ -553,6 +576,8 @@ pub struct BlockInfo {
     pub holder: Option<JobInfo>,
     /// Waiting jobs ahead that need any of its resources.
     pub ahead: usize,
+    /// Running jobs this one is preempting (named for humans).
+    pub preempting: Vec<String>,
 }
 
 /// A decision taken under the mutex, to be completed after it.
@@ -561,7 +586,31 @@ enum Decided {
     Blocked {
         sleepers: Vec<(Seq, i64, OwnedFd)>,
         blocked: queue::Blocked,
+        /// Jobs this decision marked as preempted, with their job files.
+        victims: Vec<(Seq, OwnedFd)>,
     },
+}
+
+/// How a job takes part in the queue, beyond its resources.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Read the holder's details when blocked (for the progress line).
+    pub want_details: bool,
+    /// `--coalesce`.
+    pub coalesce: bool,
+    /// `--preempt`.
+    pub preempt: bool,
+    /// `--preemptible`.
+    pub preemptible: bool,
+    /// Between SIGTERM and SIGKILL for a preempted job.
+    pub grace: std::time::Duration,
+}
+
+/// A running job this one preempted, until its processes are gone.
+struct Victim {
+    seq: Seq,
+    fd: OwnedFd,
+    kill_at: std::time::Instant,
 }
 
 /// One resource of this job: its queue file and the index of its record.
@@ -574,8 +623,8 @@ struct Place {
 
 /// What the queues of this job's resources hold, as read under the mutex.
 struct View {
-    /// Other jobs' entries, with the place index and record index.
-    entries: Vec<(Entry, usize, u64)>,
+    /// Other jobs' entries, with the place index, record index and meta.
+    entries: Vec<(Entry, usize, u64, Meta)>,
 }
 
 /// This process's job in the queue.
@@ -591,10 +640,13 @@ pub struct Job<'d> {
     wake_r: OwnedFd,
     wake_w: Arc<OwnedFd>,
     watching: HashSet<(Seq, i64)>,
-    /// Read the holder's details when blocked (for the progress line).
-    want_details: bool,
-    /// The job name's tag, kept in its records (see [`name_tag`]).
-    tag: u16,
+    opts: Options,
+    /// What this job's records say beside its entries.
+    meta: Meta,
+    /// `--preemptible`, while granted and not yet spawned: the descriptor
+    /// holding [`ofd::RUN`] that only the command inherits.
+    run_fd: Option<OwnedFd>,
+    victims: Vec<Victim>,
 }
 
 /// What `Job::enqueue` did.
@@ -659,12 +711,7 @@ impl<'d> Job<'d> {
     /// section. The job is alive (byte 0) and waiting (byte 1) before any
     /// other process can see it. Sleeper threads start after the mutex is
     /// released, to keep it short.
-    pub fn enqueue(
-        dir: &'d StateDir,
-        info: &JobInfo,
-        want_details: bool,
-        coalesce: bool,
-    ) -> Result<Entered<'d>> {
+    pub fn enqueue(dir: &'d StateDir, info: &JobInfo, opts: Options) -> Result<Entered<'d>> {
         let (wake_r, wake_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| Error::io("creating a pipe in", &dir.path, e))?;
         let resources = info.resources.clone();
@@ -675,6 +722,11 @@ impl<'d> Job<'d> {
         let mut line = serde_json::to_vec(info).map_err(|e| Error::Internal(e.to_string()))?;
         line.push(b'\n');
         let tag = name_tag(&info.name);
+        let meta = Meta {
+            tag,
+            preemptible: opts.preemptible,
+            ..Meta::default()
+        };
 
         let m = dir.lock()?;
         let mut candidates: Vec<Seq> = Vec::new();
@@ -694,9 +746,9 @@ impl<'d> Job<'d> {
                     .find(|(_, e)| e.is_none())
                     .map_or(records.len() as u64, |(i, _)| *i),
             );
-            if coalesce {
+            if opts.coalesce {
                 candidates.extend(records.iter().filter_map(|(_, e)| match e {
-                    Some((e, t)) if *t == tag && e.state == State::Waiting => Some(e.rank.seq),
+                    Some((e, m)) if m.tag == tag && e.state == State::Waiting => Some(e.rank.seq),
                     _ => None,
                 }));
             }
@@ -771,7 +823,7 @@ impl<'d> Job<'d> {
                 state: State::Waiting,
                 mode: place.mode,
             };
-            write_record(&place.queue, index, &encode(&entry, tag))
+            write_record(&place.queue, index, &encode(&entry, meta))
                 .map_err(|e| fail("writing a queue record for", e))?;
         }
         // (Periodically, remove job files that no record points to any more:
@@ -791,8 +843,10 @@ impl<'d> Job<'d> {
             wake_r,
             wake_w: Arc::new(wake_w),
             watching: HashSet::new(),
-            want_details,
-            tag,
+            opts,
+            meta,
+            run_fd: None,
+            victims: Vec::new(),
         };
         let decided = job.decide()?;
         drop(m);
@@ -816,8 +870,8 @@ impl<'d> Job<'d> {
         let mut entries = Vec::new();
         for (p, place) in self.places.iter().enumerate() {
             for (index, e) in read_records(&place.queue, place.key) {
-                if let Some((e, _)) = e.filter(|(e, _)| e.rank.seq != self.seq) {
-                    entries.push((e, p, index));
+                if let Some((e, m)) = e.filter(|(e, _)| e.rank.seq != self.seq) {
+                    entries.push((e, p, index, m));
                 }
             }
         }
@@ -834,6 +888,7 @@ impl<'d> Job<'d> {
             rank: self.rank,
             needs: &self.needs,
         };
+        let mut victims = Vec::new();
         loop {
             let entries: Vec<Entry> = view.entries.iter().map(|(e, ..)| *e).collect();
             let blocked = match queue::decide(&request, &entries) {
@@ -843,53 +898,147 @@ impl<'d> Job<'d> {
                 }
                 Decision::Blocked(b) => b,
             };
-            // Verify the targets live before sleeping on them; a dead one
-            // is removed and the rule applied again without it.
-            let byte = if matches!(blocked.wait, Wait::LeftQueue(_)) {
-                ofd::WAITING
-            } else {
-                ofd::ALIVE
+            if self.opts.preempt {
+                self.preempt(&request, &entries, &mut view, &mut victims);
+            }
+            // Verify the targets hold before sleeping on them. A preempted
+            // job holds while its command's processes live (byte RUN),
+            // any other while it lives (byte ALIVE). One that no longer
+            // holds is left out and the rule applied again; it is removed
+            // for good once nothing of it is left.
+            let preempted = |t: Seq| {
+                view.entries
+                    .iter()
+                    .any(|(e, .., m)| e.rank.seq == t && m.preempted)
             };
-            let mut dead = Vec::new();
+            let mut gone = Vec::new();
             let mut sleepers = Vec::new();
             for &t in blocked.wait.targets() {
+                let hold = if preempted(t) { ofd::RUN } else { ofd::ALIVE };
                 match self.dir.open_job(t) {
-                    Some(fd) if ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true) => {
-                        sleepers.push((t, byte, fd))
+                    Some(fd) if ofd::is_held(&fd, hold).unwrap_or(true) => {
+                        let byte = if matches!(blocked.wait, Wait::LeftQueue(_)) {
+                            ofd::WAITING
+                        } else {
+                            hold
+                        };
+                        sleepers.push((t, byte, fd));
                     }
-                    _ => dead.push(t),
+                    fd => gone.push((t, fd)),
                 }
             }
-            if !dead.is_empty() {
-                for (_, p, index) in view
-                    .entries
-                    .iter()
-                    .filter(|(e, ..)| dead.contains(&e.rank.seq))
-                {
-                    let _ = write_record(&self.places[*p].queue, *index, &[0u8; RECORD]);
+            if !gone.is_empty() {
+                for (t, fd) in &gone {
+                    let dead = fd.as_ref().is_none_or(|fd| {
+                        !ofd::is_held(fd, ofd::ALIVE).unwrap_or(true)
+                            && !ofd::is_held(fd, ofd::RUN).unwrap_or(true)
+                    });
+                    if dead {
+                        for (_, p, index, _) in
+                            view.entries.iter().filter(|(e, ..)| e.rank.seq == *t)
+                        {
+                            let _ = write_record(&self.places[*p].queue, *index, &[0u8; RECORD]);
+                        }
+                        self.dir.remove_job_file(*t);
+                    }
                 }
-                for &d in &dead {
-                    self.dir.remove_job_file(d);
-                }
-                view.entries.retain(|(e, ..)| !dead.contains(&e.rank.seq));
+                view.entries
+                    .retain(|(e, ..)| !gone.iter().any(|(t, _)| *t == e.rank.seq));
                 continue;
             }
-            return Ok(Decided::Blocked { sleepers, blocked });
+            return Ok(Decided::Blocked {
+                sleepers,
+                blocked,
+                victims,
+            });
         }
     }
 
-    /// After the mutex is released: start the sleepers and describe the wait.
-    fn settle(&mut self, decided: Decided) -> Result<Attempt> {
-        let (sleepers, blocked) = match decided {
-            Decided::Granted => return Ok(Attempt::Granted),
-            Decided::Blocked { sleepers, blocked } => (sleepers, blocked),
+    /// `--preempt`: if the grant rule allows interrupting the running jobs
+    /// that block this one, mark their records preempted (under the mutex)
+    /// and collect them to be signalled. Only the same user's jobs (root:
+    /// anyone's), never one preempted [`queue::MAX_PREEMPTIONS`] times.
+    fn preempt(
+        &self,
+        request: &queue::Request,
+        entries: &[Entry],
+        view: &mut View,
+        victims: &mut Vec<(Seq, OwnedFd)>,
+    ) {
+        let me = nix::unistd::geteuid();
+        let mut files: Vec<(Seq, OwnedFd)> = Vec::new();
+        let allowed = |seq: Seq| {
+            let metas: Vec<Meta> = view
+                .entries
+                .iter()
+                .filter(|(e, ..)| e.rank.seq == seq)
+                .map(|(.., m)| *m)
+                .collect();
+            let willing = metas
+                .iter()
+                .all(|m| m.preempted || (m.preemptible && m.count < queue::MAX_PREEMPTIONS));
+            willing
+                && self.dir.open_job(seq).is_some_and(|fd| {
+                    fstat(&fd).is_ok_and(|st| me.is_root() || st.st_uid == me.as_raw())
+                })
         };
+        let Some(chosen) = queue::victims(request, entries, allowed) else {
+            return;
+        };
+        for seq in chosen {
+            let mut fresh = false;
+            for (e, p, index, m) in view.entries.iter_mut().filter(|(e, ..)| e.rank.seq == seq) {
+                if !m.preempted {
+                    m.preempted = true;
+                    fresh = true;
+                    let _ = write_record(&self.places[*p].queue, *index, &encode(e, *m));
+                }
+            }
+            if fresh && let Some(fd) = self.dir.open_job(seq) {
+                files.push((seq, fd));
+            }
+        }
+        victims.extend(files);
+    }
+
+    /// After the mutex is released: signal new victims, start the sleepers
+    /// and describe the wait.
+    fn settle(&mut self, decided: Decided) -> Result<Attempt> {
+        let (sleepers, blocked, victims) = match decided {
+            Decided::Granted => {
+                self.victims.clear();
+                return Ok(Attempt::Granted);
+            }
+            Decided::Blocked {
+                sleepers,
+                blocked,
+                victims,
+            } => (sleepers, blocked, victims),
+        };
+        let mut preempting = Vec::new();
+        for (seq, fd) in victims {
+            let info = read_info(&fd);
+            if let Some(child) = info.as_ref().and_then(|i| i.child) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            if let Some(i) = info {
+                preempting.push(format!("{} (pid {})", i.name, i.child.unwrap_or(i.pid)));
+            }
+            self.victims.push(Victim {
+                seq,
+                fd,
+                kill_at: std::time::Instant::now() + self.opts.grace,
+            });
+        }
         for (t, byte, fd) in sleepers {
             self.sleep_on(t, byte, fd)?;
         }
         let holder = blocked
             .holder
-            .filter(|_| self.want_details)
+            .filter(|_| self.opts.want_details)
             .and_then(|h| read_info(&self.dir.open_job(h)?));
         let resource = self
             .resources
@@ -900,7 +1049,81 @@ impl<'d> Job<'d> {
             resource,
             holder,
             ahead: blocked.ahead,
+            preempting,
         }))
+    }
+
+    /// When the next preempted job must be killed if it is still running.
+    pub fn next_kill(&self) -> Option<std::time::Instant> {
+        self.victims.iter().map(|v| v.kill_at).min()
+    }
+
+    /// SIGKILL the process groups of preempted jobs whose grace is over.
+    pub fn escalate(&mut self) {
+        let now = std::time::Instant::now();
+        self.victims.retain(|v| {
+            if v.kill_at > now {
+                return true;
+            }
+            if ofd::is_held(&v.fd, ofd::RUN).unwrap_or(false)
+                && let Some(child) = read_info(&v.fd).and_then(|i| i.child)
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = v.seq;
+            false
+        });
+    }
+
+    /// Whether a preempting job has marked this one.
+    pub fn is_preempted(&self) -> bool {
+        self.places.iter().any(|p| {
+            let mut buf = [0u8; RECORD];
+            matches!(
+                nix::sys::uio::pread(&p.queue, &mut buf, (p.index * RECORD as u64) as i64),
+                Ok(RECORD)
+            ) && decode(p.key, &buf).is_some_and(|(e, m)| e.rank.seq == self.seq && m.preempted)
+        })
+    }
+
+    /// After a preempted run: wait until every process of the command is
+    /// gone, then go back to the queue at the same place (same rank).
+    /// After [`queue::MAX_PREEMPTIONS`] it is no longer preemptible.
+    pub fn requeue(&mut self) -> Result<u8> {
+        if let Some(probe) = self.dir.open_job(self.seq) {
+            let _ = ofd::wait_released(&probe, ofd::RUN);
+        }
+        let _m = self.dir.lock()?;
+        self.meta.count = self.meta.count.saturating_add(1);
+        self.meta.preempted = false;
+        for place in &self.places {
+            let entry = Entry {
+                key: place.key,
+                rank: self.rank,
+                state: State::Waiting,
+                mode: place.mode,
+            };
+            write_record(&place.queue, place.index, &encode(&entry, self.meta)).map_err(|e| {
+                Error::io(
+                    "writing a queue record for",
+                    self.dir.path.join(queue_name(place.key)),
+                    e,
+                )
+            })?;
+        }
+        if !ofd::try_write(&self.fd, ofd::WAITING).unwrap_or(false) {
+            return Err(Error::Internal(
+                "cannot wait again after a preemption".into(),
+            ));
+        }
+        self.record(Patch {
+            preempted: Some(self.meta.count),
+            ..Patch::default()
+        });
+        Ok(self.meta.count)
     }
 
     /// A thread that sleeps in the kernel until `byte` of job `seq` is
@@ -953,13 +1176,29 @@ impl<'d> Job<'d> {
                 state: State::Running,
                 mode: place.mode,
             };
-            write_record(&place.queue, place.index, &encode(&entry, self.tag)).map_err(|e| {
+            write_record(&place.queue, place.index, &encode(&entry, self.meta)).map_err(|e| {
                 Error::io(
                     "writing a queue record for",
                     self.dir.path.join(queue_name(place.key)),
                     e,
                 )
             })?;
+        }
+        if self.meta.preemptible {
+            let run = self
+                .dir
+                .open_file(&job_name(self.seq), OFlag::O_RDWR, 0)?
+                .ok_or_else(|| {
+                    Error::io(
+                        "opening",
+                        self.dir.path.join(job_name(self.seq)),
+                        Errno::ENOENT,
+                    )
+                })?;
+            if !ofd::try_write(&run, ofd::RUN).unwrap_or(false) {
+                return Err(Error::Internal("the run lock of a new run is taken".into()));
+            }
+            self.run_fd = Some(run);
         }
         ofd::unlock(&self.fd, ofd::WAITING)
             .map_err(|e| Error::io("unlocking", self.dir.path.join(job_name(self.seq)), e))?;
@@ -979,19 +1218,30 @@ impl<'d> Job<'d> {
         }
     }
 
-    /// Note the command's pid for `baton status`.
-    pub fn record_child(&mut self, pid: i32) {
+    /// The command runs as `pid` (its process group too): note it for
+    /// `baton status` and preempting jobs, and let go of the run lock, now
+    /// the command's alone. Preempted before this point: stop it at once.
+    pub fn spawned(&mut self, pid: i32) {
         self.record(Patch {
             child: Some(pid),
             ..Patch::default()
         });
+        self.run_fd = None;
+        if self.meta.preemptible && self.is_preempted() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
     }
 
     /// Let the command inherit the job file, and with it the hold.
     pub fn make_inheritable(&self) -> Result<()> {
-        nix::fcntl::fcntl(&self.fd, FcntlArg::F_SETFD(FdFlag::empty()))
-            .map(drop)
-            .map_err(|e| Error::io("preparing", &self.dir.path, e))
+        for fd in std::iter::once(&self.fd).chain(self.run_fd.as_ref()) {
+            nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+                .map_err(|e| Error::io("preparing", &self.dir.path, e))?;
+        }
+        Ok(())
     }
 
     /// Leave the queue without having run (cancelled, timed out, signalled).
@@ -1110,7 +1360,20 @@ mod tests {
                     state,
                     mode,
                 };
-                assert_eq!(decode(key, &encode(&e, 0xbeef)), Some((e, 0xbeef)));
+                for meta in [
+                    Meta {
+                        tag: 0xbeef,
+                        ..Meta::default()
+                    },
+                    Meta {
+                        tag: 1,
+                        preemptible: true,
+                        preempted: state == State::Running,
+                        count: 2,
+                    },
+                ] {
+                    assert_eq!(decode(key, &encode(&e, meta)), Some((e, meta)));
+                }
             }
         }
     }
@@ -1128,7 +1391,15 @@ mod tests {
             state: State::Running,
             mode: Mode::Exclusive,
         };
-        let good = encode(&e, name_tag("job"));
+        let good = encode(
+            &e,
+            Meta {
+                tag: name_tag("job"),
+                preemptible: true,
+                preempted: false,
+                count: 1,
+            },
+        );
         for i in 0..RECORD {
             let mut bad = good;
             bad[i] ^= 0x10;

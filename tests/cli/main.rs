@@ -10,6 +10,7 @@ mod exclusion;
 mod input;
 mod order;
 mod output;
+mod preempt;
 mod signals;
 mod statedir;
 

@@ -121,15 +121,19 @@ fn key(name: &str) -> String {
 }
 
 /// A well-formed queue record (see store.rs): seq, priority, slots, state,
-/// mode, check.
+/// mode, name tag, flags, count, then the check over the first 32 bytes.
 fn record(seq: u64, state: u8) -> Vec<u8> {
-    let check =
-        0x6261_746f_6e5f_7631u64 ^ seq.rotate_left(7) ^ u64::from(state) << 8 ^ u64::from(b'x');
     let mut r = Vec::new();
     r.extend(seq.to_le_bytes());
     r.extend(0i64.to_le_bytes());
     r.extend(0u32.to_le_bytes());
-    r.extend([state, b'x', 0, 0]);
+    r.extend([state, b'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let word = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap());
+    let check = 0x6261_746f_6e5f_7632u64
+        ^ word(0).rotate_left(7)
+        ^ word(8).rotate_left(29)
+        ^ word(16).rotate_left(43)
+        ^ word(24).rotate_left(17);
     r.extend(check.to_le_bytes());
     r
 }

@@ -1,0 +1,242 @@
+//! `--preempt` / `--preemptible`: the blog's one-way conflict done right.
+//! The interrupted job goes back to its place and runs again; its caller
+//! gets the final run's status; nobody is preempted forever.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use crate::*;
+
+/// A preemptible full sync whose first run works until told to stop and
+/// whose later runs finish at once. Each run logs what happened.
+fn full_sync_script(d: &Path, log: &Path, on_term: &str) -> String {
+    format!(
+        "if [ -e {d}/once ]; then echo again >> {l}; exit 0; fi; touch {d}/once; echo first >> {l}; \
+         trap '{on_term}' TERM; while :; do sleep 0.02; done",
+        d = d.display(),
+        l = log.display(),
+    )
+}
+
+fn job_in<'a>(
+    st: &'a serde_json::Value,
+    section: &str,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    st["resources"][0][section]
+        .as_array()?
+        .iter()
+        .find(|j| j["job"] == name)
+}
+
+#[test]
+fn a_preempting_job_interrupts_a_preemptible_one_which_runs_again_from_its_place() {
+    let w = World::new();
+    let log = w.path("log");
+    // It takes a while to stop: the preempting job must wait for that.
+    let on_term = format!("sleep 0.3; echo stopped >> {}; exit 1", log.display());
+    let script = full_sync_script(w.tmp.path(), &log, &on_term);
+    let mut full = w.spawn(&[
+        "run",
+        "--preemptible",
+        "--name",
+        "full",
+        "-l",
+        "maildir",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    await_that("the full sync to start", || w.path("once").exists());
+    // The quick sync preempts it, and holds until released.
+    let quick = w.hold("quick", &["--preempt", "-p", "10", "-l", "maildir"]);
+    assert_eq!(
+        read_lines(&log),
+        ["first", "stopped"],
+        "started before the preempted command had stopped"
+    );
+    let st = w.status();
+    let waiting = job_in(&st, "waiters", "full").expect("the full sync is back in the queue");
+    assert_eq!(waiting["preempted"], 1);
+    assert!(
+        String::from_utf8(w.run(&["status"]).stdout)
+            .unwrap()
+            .contains("(preempted 1x)")
+    );
+    quick.release();
+    assert_eq!(
+        wait_exit(&mut full),
+        Some(0),
+        "the caller gets the final run's status"
+    );
+    assert_eq!(read_lines(&log), ["first", "stopped", "again"]);
+    let mut err = String::new();
+    std::io::Read::read_to_string(full.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("baton: preempted by a higher-priority job (1 time(s)); back in the queue"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_preempting_job_says_so_and_escalates_to_sigkill_after_its_grace() {
+    let w = World::new();
+    let log = w.path("log");
+    // This full sync ignores SIGTERM: only SIGKILL stops its first run.
+    let script = full_sync_script(w.tmp.path(), &log, "");
+    let mut full = w.spawn(&[
+        "run",
+        "-q",
+        "--preemptible",
+        "--name",
+        "full",
+        "-l",
+        "maildir",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    await_that("the full sync to start", || w.path("once").exists());
+    let cmd = format!("echo quick >> {}", log.display());
+    let mut quick = w.spawn(&[
+        "run",
+        "--preempt",
+        "--grace",
+        "200ms",
+        "-p",
+        "10",
+        "--name",
+        "quick",
+        "-l",
+        "maildir",
+        "--",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    let mut line = String::new();
+    BufReader::new(quick.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("baton: preempting full (pid ")
+            && line.trim_end().ends_with("for maildir"),
+        "{line}"
+    );
+    assert_eq!(wait_exit(&mut quick), Some(0));
+    assert_eq!(wait_exit(&mut full), Some(0));
+    assert_eq!(read_lines(&log), ["first", "quick", "again"]);
+}
+
+#[test]
+fn only_lower_priority_preemptible_jobs_are_preempted() {
+    let w = World::new();
+    // Not --preemptible: the --preempt job waits like any other.
+    let h = w.hold("full", &["-l", "maildir"]);
+    let mut quick = w.spawn(&[
+        "run",
+        "-q",
+        "--preempt",
+        "-p",
+        "10",
+        "--name",
+        "quick",
+        "-l",
+        "maildir",
+        "--",
+        "true",
+    ]);
+    assert_eq!(w.await_waiters("maildir", 1), ["quick"]);
+    assert!(
+        alive(h.pid),
+        "a job that did not opt in is never interrupted"
+    );
+    h.release();
+    assert_eq!(wait_exit(&mut quick), Some(0));
+    // Preemptible but of the same priority: no preemption either.
+    let h = w.hold("full", &["--preemptible", "-p", "10", "-l", "maildir"]);
+    let mut quick = w.spawn(&[
+        "run",
+        "-q",
+        "--preempt",
+        "-p",
+        "10",
+        "--name",
+        "quick",
+        "-l",
+        "maildir",
+        "--",
+        "true",
+    ]);
+    assert_eq!(w.await_waiters("maildir", 1), ["quick"]);
+    assert!(alive(h.pid));
+    h.release();
+    assert_eq!(wait_exit(&mut quick), Some(0));
+}
+
+#[test]
+fn no_job_is_preempted_more_than_three_times() {
+    let w = World::new();
+    let log = w.path("log");
+    let script = format!(
+        "echo run >> {}; trap 'exit 1' TERM; while :; do sleep 0.02; done",
+        log.display()
+    );
+    let mut full = w.spawn(&[
+        "run",
+        "-q",
+        "--preemptible",
+        "--name",
+        "full",
+        "-l",
+        "maildir",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    for round in 1..=3 {
+        await_that("the full sync to run", || read_lines(&log).len() == round);
+        let q = w.hold(
+            &format!("quick{round}"),
+            &["--preempt", "-p", "10", "-l", "maildir"],
+        );
+        assert_eq!(
+            job_in(&w.status(), "waiters", "full").unwrap()["preempted"],
+            round
+        );
+        q.release();
+    }
+    await_that("the full sync to run a fourth time", || {
+        read_lines(&log).len() == 4
+    });
+    // A fourth preempting job must wait: the full sync is no longer preemptible.
+    let mut q = w.spawn(&[
+        "run",
+        "-q",
+        "--preempt",
+        "-p",
+        "10",
+        "--name",
+        "quick4",
+        "-l",
+        "maildir",
+        "--",
+        "true",
+    ]);
+    assert_eq!(w.await_waiters("maildir", 1), ["quick4"]);
+    assert_eq!(read_lines(&log).len(), 4, "not interrupted again");
+    // End the full sync's command; its caller gets that run's status.
+    let pid = job_in(&w.status(), "holders", "full").unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut full), Some(1));
+    assert_eq!(wait_exit(&mut q), Some(0));
+}
