@@ -15,7 +15,8 @@ behind the same calls (`Job::enqueue`, `attempt`, `wake_fd`, `leave`,
   two locks that make it alive (byte 0) and waiting (byte 1).
 - `q.<key>`: the queue of one resource, `key` being 32 hex digits of SHA-256
   of its name (so no name can reach outside the directory): an array of
-  32-byte records `(seq, priority, slots, state, mode, check)`, one per job
+  64-byte records `(seq, priority, slots, state, mode, name tag, flags,
+  preemption count, check)`, one per job
   that needs the resource; seq 0 is a free record. A decision reads its
   resources' queue files with one `pread` each: no directory scan.
 
@@ -409,8 +410,9 @@ fn parse_queue_name(name: &str) -> Option<Key> {
     u128::from_str_radix(hex, 16).ok()
 }
 
-/// Bytes of one queue record.
-const RECORD: usize = 40;
+/// Bytes of one queue record: a power of two, so that no record straddles
+/// a page and one `pwrite` of it can never be torn by the writer's death.
+const RECORD: usize = 64;
 const CHECK: u64 = 0x6261_746f_6e5f_7632; // "baton_v2"
 
 /// What a record says beside its entry.
@@ -466,7 +468,11 @@ fn decode(key: Key, r: &[u8]) -> Option<(Entry, Meta)> {
     let priority = i64::from_le_bytes(r[8..16].try_into().ok()?);
     let slots = u32::from_le_bytes(r[16..20].try_into().ok()?);
     let sum = u64::from_le_bytes(r[32..40].try_into().ok()?);
-    if seq == 0 || sum != check(r) || r[24] > 1 || r[26..32].iter().any(|b| *b != 0) {
+    if seq == 0
+        || sum != check(r)
+        || r[24] > 1
+        || r[26..32].iter().chain(&r[40..RECORD]).any(|b| *b != 0)
+    {
         return None;
     }
     let (state, preempted) = match r[20] {
@@ -500,20 +506,23 @@ fn decode(key: Key, r: &[u8]) -> Option<(Entry, Meta)> {
 
 /// All records of a queue file, by index (`None`: free).
 fn read_records(fd: &OwnedFd, key: Key) -> Vec<(u64, Option<(Entry, Meta)>)> {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match nix::sys::uio::pread(fd, &mut chunk, buf.len() as i64) {
+    // One read of the whole file (sized by fstat, plus room for a record
+    // written meanwhile by no one: writers hold the mutex, as we do).
+    let size = fstat(fd)
+        .map_or(0, |st| st.st_size.max(0) as usize)
+        .min(64 << 20);
+    let mut buf = vec![0u8; size + RECORD];
+    let mut len = 0;
+    while len < buf.len() {
+        match nix::sys::uio::pread(fd, &mut buf[len..], len as i64) {
             Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => len += n,
             Err(Errno::EINTR) => continue,
             Err(_) => break,
         }
-        if buf.len() > 64 * 1024 * 1024 {
-            break;
-        }
     }
-    buf.chunks_exact(RECORD)
+    buf[..len]
+        .chunks_exact(RECORD)
         .enumerate()
         .map(|(i, r)| (i as u64, decode(key, r)))
         .collect()

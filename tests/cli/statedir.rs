@@ -135,6 +135,7 @@ fn record(seq: u64, state: u8) -> Vec<u8> {
         ^ word(16).rotate_left(43)
         ^ word(24).rotate_left(17);
     r.extend(check.to_le_bytes());
+    r.resize(64, 0);
     r
 }
 
