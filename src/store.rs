@@ -240,6 +240,10 @@ impl StateDir {
             e => Error::io("opening", path.join("lock"), e),
         })?;
         let lst = fstat(&lock).map_err(|e| Error::io("checking", path.join("lock"), e))?;
+        if shared && lst.st_uid == me && lst.st_mode & 0o020 == 0 {
+            // Made by us under a umask that took the group's write bit.
+            let _ = fchmod(&lock, Perm::from_bits_truncate(0o664));
+        }
         if SFlag::from_bits_truncate(lst.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return Err(unsafe_dir(path, "lock is not a regular file"));
         }

@@ -240,3 +240,83 @@ fn no_job_is_preempted_more_than_three_times() {
     assert_eq!(wait_exit(&mut full), Some(1));
     assert_eq!(wait_exit(&mut q), Some(0));
 }
+
+/// Two users sharing one state directory, set up as the README says
+/// (group-owned, mode 3770): exclusion holds between them, and one cannot
+/// preempt the other's job.
+#[test]
+fn in_a_shared_directory_no_user_preempts_another_users_job() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run jobs as two users");
+        return;
+    }
+    let w = World::new();
+    std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(&w.state).unwrap();
+    nix::unistd::chown(&w.state, None, Some(4242.into())).unwrap();
+    std::fs::set_permissions(&w.state, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    let pids = w.path("pids");
+    std::fs::create_dir(&pids).unwrap();
+    std::fs::set_permissions(&pids, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let pidfile = pids.join("victim.pid");
+    let script = format!("echo $$ > {}; exec sleep 1000", pidfile.display());
+    let as_user = |uid: &str, args: &[&str]| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid",
+            uid,
+            "--regid",
+            uid,
+            "--groups",
+            "4242",
+            env!("CARGO_BIN_EXE_baton"),
+        ])
+        .args(args)
+        .env("BATON_DIR", &w.state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+        c.spawn().expect("setpriv from util-linux")
+    };
+    let mut victim = as_user(
+        "1",
+        &[
+            "run",
+            "--preemptible",
+            "--name",
+            "theirs",
+            "-l",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let pid = nix::unistd::Pid::from_raw(await_file(&pidfile).trim().parse().unwrap());
+    let mut quick = as_user(
+        "2",
+        &[
+            "run",
+            "--preempt",
+            "-p",
+            "10",
+            "--name",
+            "mine",
+            "-l",
+            "x",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(
+        w.await_waiters("x", 1),
+        ["mine"],
+        "another user's job waits, it does not preempt"
+    );
+    assert!(alive(pid));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(wait_exit(&mut victim), Some(143));
+    assert_eq!(wait_exit(&mut quick), Some(0));
+}
