@@ -36,6 +36,29 @@ enum Cmd {
     Run(RunCli),
     /// Show who holds each resource and who waits for it, in service order.
     Status(StatusCli),
+    /// Print a systemd .service (or with --timer its .timer) that runs COMMAND through baton.
+    Unit(UnitCli),
+}
+
+#[derive(Args, Debug)]
+struct UnitCli {
+    /// The unit's name, without .service (e.g. mbsync).
+    #[arg(value_name = "UNIT")]
+    unit: String,
+    /// The unit's Description=.
+    #[arg(long)]
+    description: Option<String>,
+    /// Print the .timer that starts the service, instead of the service.
+    #[arg(long)]
+    timer: bool,
+    /// With --timer: start it every DUR (OnBootSec= and OnUnitActiveSec=).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    every: Option<Duration>,
+    /// With --timer: start it on this calendar event (OnCalendar=, e.g. hourly).
+    #[arg(long, value_name = "SPEC")]
+    on_calendar: Option<String>,
+    #[command(flatten)]
+    run: RunCli,
 }
 
 #[derive(Args, Debug)]
@@ -79,9 +102,9 @@ struct RunCli {
     /// Stop the command after DUR of running: SIGTERM, SIGKILL after --grace; exit 124.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// How long a stopped command (--timeout, or preempted by this job) gets between SIGTERM and SIGKILL.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
-    grace: Duration,
+    /// How long a stopped command (--timeout, or preempted by this job) gets between SIGTERM and SIGKILL [default: 10s].
+    #[arg(long = "grace", value_name = "DUR", value_parser = parse_duration)]
+    grace_given: Option<Duration>,
     #[command(flatten)]
     common: Common,
     /// Print nothing of baton's own but errors.
@@ -212,7 +235,7 @@ impl RunCli {
             preemptible: self.preemptible,
             wait_timeout: self.wait_timeout,
             timeout: self.timeout,
-            grace: self.grace,
+            grace: self.grace_given.unwrap_or(Duration::from_secs(10)),
             dir: self.common.dir(),
             quiet: self.quiet,
             command: self.command,
@@ -246,6 +269,34 @@ pub fn main() -> u8 {
     };
     let outcome = match cli.command {
         Cmd::Run(r) => r.validate().and_then(crate::run::run),
+        Cmd::Unit(u) => {
+            let grace = u.run.grace_given;
+            let dir = u
+                .run
+                .common
+                .dir
+                .clone()
+                .filter(|d| !d.as_os_str().is_empty());
+            let timer = u.timer;
+            if !timer && (u.every.is_some() || u.on_calendar.is_some()) {
+                Err(Error::Usage(
+                    "--every and --on-calendar go with --timer".into(),
+                ))
+            } else {
+                u.run.validate().and_then(|run| {
+                    crate::unit::unit(crate::unit::UnitArgs {
+                        name: u.unit,
+                        description: u.description,
+                        timer,
+                        every: u.every,
+                        on_calendar: u.on_calendar,
+                        run,
+                        grace,
+                        dir,
+                    })
+                })
+            }
+        }
         Cmd::Status(s) => s
             .names
             .iter()

@@ -1,5 +1,8 @@
 /*!
-What a waiting baton tells the person or log watching it, on stderr.
+What a waiting baton tells the person or log watching it, on stderr, and
+the service manager, with sd_notify `STATUS=` (shown by `systemctl status`
+when the unit has `NotifyAccess=main` or `all`; nothing is sent when
+`NOTIFY_SOCKET` is not set).
 
 On a terminal: one live line, redrawn in place when the queue changes and
 once a second so that "for how long" stays true. Elsewhere (a journal, a
@@ -14,6 +17,8 @@ use crate::store::{BlockInfo, now_ms};
 
 pub struct Progress {
     quiet: bool,
+    /// Under systemd with a notify socket: send `STATUS=` updates.
+    notify: bool,
     tty: bool,
     since: Instant,
     /// The latest reason for waiting, once the job has waited.
@@ -32,10 +37,28 @@ impl Progress {
     pub fn new(quiet: bool) -> Progress {
         Progress {
             quiet,
+            notify: std::env::var_os("NOTIFY_SOCKET").is_some(),
             tty: std::io::stderr().is_terminal(),
             since: Instant::now(),
             blocked: None,
         }
+    }
+
+    /// Whether the holder's details are wanted (for stderr or `STATUS=`).
+    pub fn wants_details(&self) -> bool {
+        !self.quiet || self.notify
+    }
+
+    /// Tell the service manager, if there is one, what baton is doing.
+    pub fn status(&self, text: &str) {
+        if self.notify {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(text)]);
+        }
+    }
+
+    /// The command is running.
+    pub fn running(&self, command: &str, pid: u32) {
+        self.status(&format!("running {command} (pid {pid})"));
     }
 
     /// How long until the live line needs a redraw, if it does.
@@ -55,6 +78,9 @@ impl Progress {
         }
         let first = self.blocked.is_none();
         self.blocked = Some(info);
+        if let Some(line) = self.status_line() {
+            self.status(&line);
+        }
         if self.tty || first {
             self.redraw();
         }
@@ -71,6 +97,22 @@ impl Progress {
             s += &format!(": held by {} (pid {})", h.name, h.child.unwrap_or(h.pid));
             if let Some(d) = held {
                 s += &format!(" for {}", short(d));
+            }
+        }
+        s += &format!(", {} ahead", b.ahead);
+        Some(s)
+    }
+
+    /// The waiting line for `STATUS=`: with the time the holder started,
+    /// which does not go stale between updates.
+    fn status_line(&self) -> Option<String> {
+        let b = self.blocked.as_ref()?;
+        let mut s = format!("waiting for {}", b.resource);
+        if let Some(h) = &b.holder {
+            s += &format!(": held by {} (pid {})", h.name, h.child.unwrap_or(h.pid));
+            if let Some(t) = h.started_ms {
+                let at = std::time::UNIX_EPOCH + Duration::from_millis(t);
+                s += &format!(" since {}", humantime::format_rfc3339_seconds(at));
             }
         }
         s += &format!(", {} ahead", b.ahead);
@@ -104,6 +146,7 @@ impl Progress {
 
     /// This job's run was preempted; it is back in the queue.
     pub fn preempted(&mut self, count: u8) {
+        self.status(&format!("preempted {count} time(s); waiting to run again"));
         if !self.quiet {
             let left = crate::queue::MAX_PREEMPTIONS.saturating_sub(count);
             say(&format!(
@@ -115,6 +158,7 @@ impl Progress {
 
     /// `--coalesce` joined a waiting run instead of queueing another.
     pub fn joined(&mut self, seq: u64, name: &str) {
+        self.status(&format!("joined the waiting run of {name} (job {seq})"));
         if !self.quiet {
             say(&format!(
                 "baton: joined the waiting run of {name} (job {seq})\n"

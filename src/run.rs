@@ -69,7 +69,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let mut progress = Progress::new(args.quiet);
     let deadline = args.wait_timeout.map(|d| Instant::now() + d);
     let opts = Options {
-        want_details: !args.quiet,
+        want_details: progress.wants_details(),
         coalesce: args.coalesce,
         preempt: args.preempt,
         preemptible: args.preemptible,
@@ -130,6 +130,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             }
         };
         job.spawned(child.id() as i32);
+        progress.running(&info.command.join(" "), child.id());
         let (status, timed_out) = supervise(child, &signals, args.timeout, args.grace)?;
         if !timed_out && job.is_preempted() {
             let count = job.requeue()?;
@@ -366,11 +367,43 @@ fn default_name(program: &OsStr) -> String {
 }
 
 /// The service unit whose cgroup this process is in, when systemd started
-/// it (`INVOCATION_ID` is set for a unit's processes).
+/// it (`INVOCATION_ID` is set for a unit's processes). cgroup v2 names it on
+/// the `0::` line, v1 on the `name=systemd` line.
 fn systemd_unit() -> Option<String> {
     std::env::var_os("INVOCATION_ID")?;
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    unit_of(&cgroup)
+}
+
+fn unit_of(cgroup: &str) -> Option<String> {
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| {
+            cgroup
+                .lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+        })?;
     let last = path.rsplit('/').next()?;
     last.ends_with(".service").then(|| last.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unit_names_from_cgroup_v1_and_v2() {
+        assert_eq!(
+            super::unit_of(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/mbsync.service\n"
+            )
+            .as_deref(),
+            Some("mbsync.service")
+        );
+        assert_eq!(super::unit_of("12:pids:/system.slice/x.service\n1:name=systemd:/system.slice/mbsync-quick.service\n").as_deref(), Some("mbsync-quick.service"));
+        assert_eq!(
+            super::unit_of("0::/user.slice/user-1000.slice/session-3.scope\n"),
+            None
+        );
+        assert_eq!(super::unit_of(""), None);
+    }
 }

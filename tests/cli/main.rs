@@ -13,6 +13,7 @@ mod output;
 mod preempt;
 mod signals;
 mod statedir;
+mod unit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

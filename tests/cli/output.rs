@@ -156,3 +156,39 @@ fn on_a_terminal_the_waiting_line_is_live() {
         "the live line is never ended by a newline: {text:?}"
     );
 }
+
+/// Under systemd (`NOTIFY_SOCKET` set), baton reports what it waits for and
+/// what it runs with sd_notify `STATUS=`.
+#[test]
+fn under_systemd_the_wait_and_the_run_are_reported_with_sd_notify_status() {
+    let w = World::new();
+    let sock_path = w.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let h = w.hold("mbsync.service", &["-l", "maildir"]);
+    let mut quick = w
+        .baton()
+        .env("NOTIFY_SOCKET", &sock_path)
+        .args([
+            "run", "-q", "--name", "quick", "-l", "maildir", "--", "true",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let expected = format!(
+        "STATUS=waiting for maildir: held by mbsync.service (pid {}) since ",
+        h.pid
+    );
+    assert!(
+        msg.starts_with(&expected) && msg.ends_with("Z, 0 ahead\n"),
+        "{msg:?}"
+    );
+    h.release();
+    let n = sock.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.starts_with("STATUS=running true (pid "), "{msg:?}");
+    assert_eq!(wait_exit(&mut quick), Some(0));
+}
