@@ -10,6 +10,7 @@ every such signal goes to its process group instead.
 */
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -171,18 +172,7 @@ fn wait_joined(
             deadline = None;
         }
         let timeout = deadline.map(|d| d - now);
-        let (sig_ready, wake_ready) = {
-            let mut fds = [
-                PollFd::new(signals.fd(), PollFlags::POLLIN),
-                PollFd::new(joined.wake_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, poll_timeout(timeout)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
-            }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
-        };
+        let (sig_ready, wake_ready) = sleep(signals, joined.wake_fd(), timeout)?;
         if sig_ready && let Some(sig) = signals.take() {
             return Ok(Some(sig.exit_code()));
         }
@@ -219,18 +209,7 @@ fn wait(
         .flatten()
         .min();
         job.escalate();
-        let (sig_ready, wake_ready) = {
-            let mut fds = [
-                PollFd::new(signals.fd(), PollFlags::POLLIN),
-                PollFd::new(job.wake_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, poll_timeout(timeout)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
-            }
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
-        };
+        let (sig_ready, wake_ready) = sleep(signals, job.wake_fd(), timeout)?;
         if sig_ready && let Some(sig) = signals.take() {
             return Ok(Waited::Gave(sig.exit_code()));
         }
@@ -296,6 +275,21 @@ fn supervise(
             let _ = killpg(group, sig.signal());
         }
     }
+}
+
+/// Sleep until a signal arrives, `wake` becomes readable, or `timeout`
+/// passes; which of the first two happened.
+fn sleep(signals: &Signals, wake: BorrowedFd, timeout: Option<Duration>) -> Result<(bool, bool)> {
+    let mut fds = [
+        PollFd::new(signals.fd(), PollFlags::POLLIN),
+        PollFd::new(wake, PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, poll_timeout(timeout)) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
+    }
+    let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+    Ok((ready(&fds[0]), ready(&fds[1])))
 }
 
 fn poll_timeout(d: Option<Duration>) -> PollTimeout {

@@ -1112,21 +1112,7 @@ impl<'d> Job<'d> {
         let _m = self.dir.lock()?;
         self.meta.count = self.meta.count.saturating_add(1);
         self.meta.preempted = false;
-        for place in &self.places {
-            let entry = Entry {
-                key: place.key,
-                rank: self.rank,
-                state: State::Waiting,
-                mode: place.mode,
-            };
-            write_record(&place.queue, place.index, &encode(&entry, self.meta)).map_err(|e| {
-                Error::io(
-                    "writing a queue record for",
-                    self.dir.path.join(queue_name(place.key)),
-                    e,
-                )
-            })?;
-        }
+        self.write_records(State::Waiting)?;
         if !ofd::try_write(&self.fd, ofd::WAITING).unwrap_or(false) {
             return Err(Error::Internal(
                 "cannot wait again after a preemption".into(),
@@ -1179,14 +1165,13 @@ impl<'d> Job<'d> {
         }
     }
 
-    /// Become a holder: mark every record running, then stop waiting.
-    /// Called under the mutex.
-    fn grant(&mut self) -> Result<()> {
+    /// Rewrite this job's record in every queue with `state` and its meta.
+    fn write_records(&self, state: State) -> Result<()> {
         for place in &self.places {
             let entry = Entry {
                 key: place.key,
                 rank: self.rank,
-                state: State::Running,
+                state,
                 mode: place.mode,
             };
             write_record(&place.queue, place.index, &encode(&entry, self.meta)).map_err(|e| {
@@ -1197,6 +1182,13 @@ impl<'d> Job<'d> {
                 )
             })?;
         }
+        Ok(())
+    }
+
+    /// Become a holder: mark every record running, then stop waiting.
+    /// Called under the mutex.
+    fn grant(&mut self) -> Result<()> {
+        self.write_records(State::Running)?;
         if self.meta.preemptible {
             let run = self
                 .dir

@@ -145,13 +145,15 @@ fn no_wait_and_wait_timeout_exit_75_without_running() {
     h.release();
 }
 
-/// Voluntary plus involuntary context switches of all threads of `pid`, and
-/// whether every thread sleeps.
-fn switches(pid: u32) -> (u64, bool) {
+/// Voluntary plus involuntary context switches of all threads of `pid`,
+/// how many threads it has, and whether every one of them sleeps.
+fn switches(pid: u32) -> (u64, usize, bool) {
     let mut total = 0;
+    let mut threads = 0;
     let mut sleeping = true;
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        threads += 1;
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
         for line in status.lines() {
             if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
                 total += v.trim().parse::<u64>().unwrap();
@@ -162,7 +164,7 @@ fn switches(pid: u32) -> (u64, bool) {
             }
         }
     }
-    (total, sleeping)
+    (total, threads, sleeping)
 }
 
 #[test]
@@ -171,8 +173,14 @@ fn a_waiter_sleeps_until_its_turn_and_is_not_woken_by_unrelated_work() {
     let h = w.hold("holder", &["-l", "x"]);
     let mut waiter = w.spawn(&["run", "-q", "--name", "waiter", "-l", "x", "--", "true"]);
     w.await_waiters("x", 1);
-    let before = switches(waiter.id());
-    assert!(before.1, "every thread of a waiting baton sleeps");
+    // Its sleeper thread starts just after it is queued: wait until both
+    // threads are in and asleep (a waiter that polls never settles: it
+    // fails here or below).
+    let mut before = (0, 0, false);
+    await_that("the waiter's two threads to sleep", || {
+        before = switches(waiter.id());
+        before.1 == 2 && before.2
+    });
     // For well over a second: jobs on other resources, and jobs joining
     // and leaving the queue behind the waiter. None may wake it.
     let start = Instant::now();
