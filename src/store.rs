@@ -621,7 +621,6 @@ pub struct Options {
 
 /// A running job this one preempted, until its processes are gone.
 struct Victim {
-    seq: Seq,
     fd: OwnedFd,
     kill_at: std::time::Instant,
 }
@@ -1029,7 +1028,7 @@ impl<'d> Job<'d> {
             } => (sleepers, blocked, victims),
         };
         let mut preempting = Vec::new();
-        for (seq, fd) in victims {
+        for (_, fd) in victims {
             let info = read_info(&fd);
             if let Some(child) = info.as_ref().and_then(|i| i.child) {
                 let _ = nix::sys::signal::killpg(
@@ -1041,7 +1040,6 @@ impl<'d> Job<'d> {
                 preempting.push(format!("{} (pid {})", i.name, i.child.unwrap_or(i.pid)));
             }
             self.victims.push(Victim {
-                seq,
                 fd,
                 kill_at: std::time::Instant::now() + self.opts.grace,
             });
@@ -1086,7 +1084,6 @@ impl<'d> Job<'d> {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            let _ = v.seq;
             false
         });
     }
