@@ -510,26 +510,32 @@ fn decode(key: Key, r: &[u8]) -> Option<(Entry, Meta)> {
 
 /// All records of a queue file, by index (`None`: free).
 fn read_records(fd: &OwnedFd, key: Key) -> Vec<(u64, Option<(Entry, Meta)>)> {
-    // One read of the whole file (sized by fstat, plus room for a record
-    // written meanwhile by no one: writers hold the mutex, as we do).
+    // One read of the whole file, as long as fstat says (writers hold the
+    // mutex, as the callers do, so it cannot grow meanwhile).
     let size = fstat(fd)
         .map_or(0, |st| st.st_size.max(0) as usize)
         .min(64 << 20);
-    let mut buf = vec![0u8; size + RECORD];
+    let buf = read_up_to(fd, size + RECORD).unwrap_or_default();
+    buf.chunks_exact(RECORD)
+        .enumerate()
+        .map(|(i, r)| (i as u64, decode(key, r)))
+        .collect()
+}
+
+/// Read from offset 0 until end of file or `limit` bytes.
+fn read_up_to(fd: &OwnedFd, limit: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; limit];
     let mut len = 0;
     while len < buf.len() {
         match nix::sys::uio::pread(fd, &mut buf[len..], len as i64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(_) => return None,
         }
     }
-    buf[..len]
-        .chunks_exact(RECORD)
-        .enumerate()
-        .map(|(i, r)| (i as u64, decode(key, r)))
-        .collect()
+    buf.truncate(len);
+    Some(buf)
 }
 
 fn write_record(fd: &OwnedFd, index: u64, record: &[u8; RECORD]) -> nix::Result<()> {
@@ -552,17 +558,8 @@ fn trim(fd: &OwnedFd, key: Key) -> bool {
 
 /// Read a job file's details (first line, then the patches after it).
 pub fn read_info(fd: &OwnedFd) -> Option<JobInfo> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0;
-    while len < buf.len() {
-        match nix::sys::uio::pread(fd, &mut buf[len..], len as i64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return None,
-        }
-    }
-    let mut lines = buf[..len].split(|b| *b == b'\n');
+    let buf = read_up_to(fd, 64 * 1024)?;
+    let mut lines = buf.split(|b| *b == b'\n');
     let mut info: JobInfo = serde_json::from_slice(lines.next()?).ok()?;
     for line in lines {
         if let Ok(p) = serde_json::from_slice::<Patch>(line) {
