@@ -14,6 +14,7 @@ mod run;
 mod signals;
 mod status;
 mod store;
+mod terminal;
 mod unit;
 
 fn main() -> std::process::ExitCode {

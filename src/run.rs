@@ -12,19 +12,21 @@ every such signal goes to its process group instead.
 use std::ffi::{OsStr, OsString};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{AccessFlags, Pid, access};
 
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
 use crate::signals::Signals;
 use crate::store::{Attempt, Entered, Job, JobInfo, Joined, Options, Resource, StateDir, now_ms};
+use crate::terminal::Terminal;
 
 /// A validated `baton run`.
 #[derive(Debug)]
@@ -229,24 +231,36 @@ fn wait(
 /// Returns its exit status (128+N if killed by signal N) and whether the
 /// timeout fired.
 fn supervise(
-    mut child: Child,
+    child: Child,
     signals: &Signals,
     timeout: Option<Duration>,
     grace: Duration,
 ) -> Result<(i32, bool)> {
     let group = Pid::from_raw(child.id() as i32);
+    let terminal = Terminal::foreground();
+    if let Some(t) = &terminal {
+        t.give(group);
+    }
     let mut term_at = timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     let mut timed_out = false;
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| Error::Internal(format!("waiting for the command: {e}")))?
-        {
-            let code = status
-                .code()
-                .or_else(|| status.signal().map(|s| 128 + s))
-                .unwrap_or(exit::SOFTWARE as i32);
+        let code = match waitpid(group, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                if let Some(t) = &terminal {
+                    t.stopped(group, sig);
+                }
+                None
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => None,
+            Err(e) => return Err(Error::Internal(format!("waiting for the command: {e}"))),
+        };
+        if let Some(code) = code {
+            if let Some(t) = &terminal {
+                t.take_back();
+            }
             return Ok((code, timed_out));
         }
         let now = Instant::now();

@@ -192,3 +192,38 @@ fn under_systemd_the_wait_and_the_run_are_reported_with_sd_notify_status() {
     assert!(msg.starts_with("STATUS=running true (pid "), "{msg:?}");
     assert_eq!(wait_exit(&mut quick), Some(0));
 }
+
+/// On a terminal, the command can read it: baton hands the terminal to the
+/// command's process group (as a shell does) and takes it back afterwards.
+/// Without that, the command would be stopped by SIGTTIN and never end.
+#[test]
+fn on_a_terminal_an_interactive_command_can_read_it() {
+    use std::io::{Read, Write};
+    let w = World::new();
+    let cmd = format!(
+        "BATON_DIR={} {} run -q -l x -- sh -c 'read line; echo \"got $line\"'",
+        w.state.display(),
+        env!("CARGO_BIN_EXE_baton")
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut input = script.stdin.take().unwrap();
+    input.write_all(b"hello\n").unwrap();
+    // Bounded: a command stopped by SIGTTIN would never end.
+    let status = wait_exit(&mut script);
+    let mut out = String::new();
+    script
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    drop(input);
+    assert_eq!(status, Some(0), "{out:?}");
+    assert!(out.contains("got hello"), "{out:?}");
+}
