@@ -227,3 +227,69 @@ fn on_a_terminal_an_interactive_command_can_read_it() {
     assert_eq!(status, Some(0), "{out:?}");
     assert!(out.contains("got hello"), "{out:?}");
 }
+
+/// Ctrl-Z on a terminal stops the command and baton's job with it (so the
+/// shell regains the terminal), and `fg` resumes both. Driven through an
+/// interactive bash under script(1), which does job control.
+#[test]
+fn on_a_terminal_ctrl_z_stops_the_job_and_fg_resumes_it() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    if std::process::Command::new("bash")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no bash");
+        return;
+    }
+    let w = World::new();
+    let mut script = std::process::Command::new("script")
+        .args(["-qfc", "bash --norc --noprofile -i", "/dev/null"])
+        .env("PS1", "$ ")
+        .env("BATON_DIR", &w.state)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut input = script.stdin.take().unwrap();
+    let mut out = script.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut expect = |what: &str| {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while !seen.contains(what) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let chunk = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what:?} in {seen:?}"));
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen.clear();
+    };
+    let baton = env!("CARGO_BIN_EXE_baton");
+    // READY once the command's group owns the terminal (baton hands it over
+    // just after spawning it); spelled RE""ADY so that the terminal's echo
+    // of the typed line does not match.
+    let cmd = "until [ \"$(ps -o tpgid= -p $$)\" = \"$(ps -o pgid= -p $$)\" ]; do :; done; echo RE\"\"ADY; read line; echo GOT-$line";
+    writeln!(input, "{baton} run -q -l x -- sh -c '{cmd}'").unwrap();
+    expect("READY");
+    input.write_all(b"\x1a").unwrap(); // Ctrl-Z
+    expect("Stopped");
+    assert_eq!(w.queue("x").0.len(), 1, "a stopped job still holds x");
+    writeln!(input, "fg").unwrap();
+    writeln!(input, "resumed").unwrap();
+    expect("GOT-resumed");
+    writeln!(input, "exit").unwrap();
+    drop(input);
+    assert_eq!(wait_exit(&mut script), Some(0));
+}
