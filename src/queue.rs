@@ -109,6 +109,22 @@ pub struct Request<'a> {
     pub needs: &'a [(Key, Mode)],
 }
 
+impl Request<'_> {
+    /// The other jobs' entries on this job's resources, each with this
+    /// job's mode on that resource.
+    fn related<'e>(&'e self, entries: &'e [Entry]) -> impl Iterator<Item = (&'e Entry, Mode)> + 'e {
+        entries
+            .iter()
+            .filter(move |e| e.rank.seq != self.rank.seq)
+            .filter_map(move |e| {
+                self.needs
+                    .iter()
+                    .find(|(k, _)| *k == e.key)
+                    .map(|(_, m)| (e, *m))
+            })
+    }
+}
+
 /// The event a blocked job sleeps on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wait {
@@ -154,8 +170,6 @@ pub enum Decision {
 /// is taken to be alive: the caller verifies the chosen wait targets and
 /// calls again without the dead ones.
 pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
-    let mode_for = |key: Key| me.needs.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
-
     // Conflicting jobs, kept as (rank, key, is_waiter).
     let mut nearest_conflicting_waiter: Option<(Rank, Key)> = None;
     let mut first_conflicting_holder: Option<(Rank, Key)> = None;
@@ -164,13 +178,7 @@ pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
     let mut slot_nearest: Vec<(Key, Rank)> = Vec::new();
     let mut slot_holders: Vec<(Key, Seq)> = Vec::new();
 
-    for e in entries {
-        if e.rank.seq == me.rank.seq {
-            continue;
-        }
-        let Some(mine) = mode_for(e.key) else {
-            continue;
-        };
+    for (e, mine) in me.related(entries) {
         let is_ahead = e.rank < me.rank;
         if e.state == State::Waiting && is_ahead {
             ahead.push(e.rank.seq);
@@ -264,15 +272,8 @@ pub fn victims(
     entries: &[Entry],
     preemptible: impl Fn(Seq) -> bool,
 ) -> Option<Vec<Seq>> {
-    let mode_for = |key: Key| me.needs.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
     let mut victims: Vec<Seq> = Vec::new();
-    for e in entries {
-        if e.rank.seq == me.rank.seq {
-            continue;
-        }
-        let Some(mine) = mode_for(e.key) else {
-            continue;
-        };
+    for (e, mine) in me.related(entries) {
         let ahead = e.rank < me.rank;
         let slots_both = matches!((e.mode, mine), (Mode::Slots(_), Mode::Slots(_)));
         match e.state {

@@ -168,6 +168,18 @@ impl Drop for Holder {
     }
 }
 
+/// Run a shell command line under a real pseudo-terminal with script(1);
+/// its stdin and stdout (the terminal's input and output) are piped.
+pub fn under_pty(flags: &str, command: &str) -> Child {
+    Command::new("script")
+        .args([flags, command, "/dev/null"])
+        .stdin(Stdio::piped()) // also: a pty needs an open input
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux")
+}
+
 /// Wait for a condition, re-checking it briefly, and fail after [`DEADLINE`].
 pub fn await_that(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -120,13 +120,7 @@ fn on_a_terminal_the_waiting_line_is_live() {
         w.state.display(),
         env!("CARGO_BIN_EXE_baton")
     );
-    let mut script = std::process::Command::new("script")
-        .args(["-qefc", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::piped()) // a pty needs an open input
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("script(1) from util-linux");
+    let mut script = under_pty("-qefc", &cmd);
     let mut out = script.stdout.take().unwrap();
     // Read until the line has been drawn twice: once on entry, once by the
     // one-second refresh that keeps "for how long" true.
@@ -205,13 +199,7 @@ fn on_a_terminal_an_interactive_command_can_read_it() {
         w.state.display(),
         env!("CARGO_BIN_EXE_baton")
     );
-    let mut script = std::process::Command::new("script")
-        .args(["-qefc", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("script(1) from util-linux");
+    let mut script = under_pty("-qefc", &cmd);
     let mut input = script.stdin.take().unwrap();
     input.write_all(b"hello\n").unwrap();
     // Bounded: a command stopped by SIGTTIN would never end.
@@ -244,15 +232,10 @@ fn on_a_terminal_ctrl_z_stops_the_job_and_fg_resumes_it() {
         return;
     }
     let w = World::new();
-    let mut script = std::process::Command::new("script")
-        .args(["-qfc", "bash --norc --noprofile -i", "/dev/null"])
-        .env("PS1", "$ ")
-        .env("BATON_DIR", &w.state)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("script(1) from util-linux");
+    let mut script = under_pty(
+        "-qfc",
+        &format!("BATON_DIR={} bash --norc --noprofile -i", w.state.display()),
+    );
     let mut input = script.stdin.take().unwrap();
     let mut out = script.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<Vec<u8>>();

@@ -18,6 +18,23 @@ fn full_sync_script(d: &Path, log: &Path, on_term: &str) -> String {
     )
 }
 
+/// A `--preempt` job of priority 10 on `maildir` whose command is `true`.
+fn quick_job(w: &World, name: &str) -> std::process::Child {
+    w.spawn(&[
+        "run",
+        "-q",
+        "--preempt",
+        "-p",
+        "10",
+        "--name",
+        name,
+        "-l",
+        "maildir",
+        "--",
+        "true",
+    ])
+}
+
 fn job_in<'a>(
     st: &'a serde_json::Value,
     section: &str,
@@ -135,19 +152,7 @@ fn only_lower_priority_preemptible_jobs_are_preempted() {
     let w = World::new();
     // Not --preemptible: the --preempt job waits like any other.
     let h = w.hold("full", &["-l", "maildir"]);
-    let mut quick = w.spawn(&[
-        "run",
-        "-q",
-        "--preempt",
-        "-p",
-        "10",
-        "--name",
-        "quick",
-        "-l",
-        "maildir",
-        "--",
-        "true",
-    ]);
+    let mut quick = quick_job(&w, "quick");
     assert_eq!(w.await_waiters("maildir", 1), ["quick"]);
     assert!(
         alive(h.pid),
@@ -157,19 +162,7 @@ fn only_lower_priority_preemptible_jobs_are_preempted() {
     assert_eq!(wait_exit(&mut quick), Some(0));
     // Preemptible but of the same priority: no preemption either.
     let h = w.hold("full", &["--preemptible", "-p", "10", "-l", "maildir"]);
-    let mut quick = w.spawn(&[
-        "run",
-        "-q",
-        "--preempt",
-        "-p",
-        "10",
-        "--name",
-        "quick",
-        "-l",
-        "maildir",
-        "--",
-        "true",
-    ]);
+    let mut quick = quick_job(&w, "quick");
     assert_eq!(w.await_waiters("maildir", 1), ["quick"]);
     assert!(alive(h.pid));
     h.release();
@@ -213,19 +206,7 @@ fn no_job_is_preempted_more_than_three_times() {
         read_lines(&log).len() == 4
     });
     // A fourth preempting job must wait: the full sync is no longer preemptible.
-    let mut q = w.spawn(&[
-        "run",
-        "-q",
-        "--preempt",
-        "-p",
-        "10",
-        "--name",
-        "quick4",
-        "-l",
-        "maildir",
-        "--",
-        "true",
-    ]);
+    let mut q = quick_job(&w, "quick4");
     assert_eq!(w.await_waiters("maildir", 1), ["quick4"]);
     assert_eq!(read_lines(&log).len(), 4, "not interrupted again");
     // End the full sync's command; its caller gets that run's status.
