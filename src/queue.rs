@@ -168,7 +168,9 @@ pub enum Decision {
 /// Apply the grant rule for `me` to the other jobs' `entries` (entries of
 /// `me` itself and of resources it does not need are ignored). Every entry
 /// is taken to be alive: the caller verifies the chosen wait targets and
-/// calls again without the dead ones.
+/// calls again without the dead ones. Waiting entries ranked behind `me`
+/// never change the answer (a property test checks it), so a caller may
+/// leave them out.
 pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
     // Conflicting jobs, kept as (rank, key, is_waiter).
     let mut nearest_conflicting_waiter: Option<(Rank, Key)> = None;
@@ -680,6 +682,34 @@ mod tests {
                 jobs.remove(&victim);
                 finished += 1;
             }
+        }
+
+        /// Waiters ranked behind a job never change its decision, nor the
+        /// victims it may preempt: the store reads only holders and the
+        /// waiters ahead (at the head of a long queue, a handful).
+        #[test]
+        fn waiters_behind_do_not_matter(spec in arb_jobs(), later in arb_jobs(), order in proptest::collection::vec(0usize..8, 0..16), pick in 0usize..16, preemptible in proptest::collection::vec(any::<bool>(), 16)) {
+            // Some jobs run, then more arrive (any priority): holders
+            // ranked behind waiters, as in a real queue.
+            let mut jobs = build(spec);
+            settle(&mut jobs, &order).map_err(TestCaseError::fail)?;
+            let base = jobs.len() as Seq;
+            jobs.extend(build(later).into_values().map(|mut j| {
+                j.rank.seq += base;
+                (j.rank.seq, j)
+            }));
+            let seqs: Vec<Seq> = jobs.keys().copied().collect();
+            let me = &jobs[&seqs[pick % seqs.len()]];
+            let request = Request { rank: me.rank, needs: &me.needs };
+            let all = entries(&jobs);
+            let ahead: Vec<Entry> = all
+                .iter()
+                .filter(|e| e.state == Running || e.rank < me.rank)
+                .copied()
+                .collect();
+            prop_assert_eq!(decide(&request, &all), decide(&request, &ahead));
+            let may = |s: Seq| preemptible[(s as usize) % preemptible.len()];
+            prop_assert_eq!(victims(&request, &all, may), victims(&request, &ahead, may));
         }
 
         /// Sleeping on the chosen event never misses a wake-up: any other

@@ -355,7 +355,7 @@ impl StateDir {
             let Ok(Some(fd)) = self.open_file(&queue_name(key), OFlag::O_RDONLY, 0) else {
                 continue;
             };
-            entries.extend(read_records(&fd, key).into_iter().filter_map(|(_, e)| e));
+            scan(&fd, key, |_, e| entries.extend(e));
         }
         let mut seqs: Vec<Seq> = entries.iter().map(|(e, _)| e.rank.seq).collect();
         seqs.sort_unstable();
@@ -508,34 +508,71 @@ fn decode(key: Key, r: &[u8]) -> Option<(Entry, Meta)> {
     ))
 }
 
-/// All records of a queue file, by index (`None`: free).
-fn read_records(fd: &OwnedFd, key: Key) -> Vec<(u64, Option<(Entry, Meta)>)> {
-    // One read of the whole file, as long as fstat says (writers hold the
-    // mutex, as the callers do, so it cannot grow meanwhile).
-    let size = fstat(fd)
-        .map_or(0, |st| st.st_size.max(0) as usize)
-        .min(64 << 20);
-    let buf = read_up_to(fd, size + RECORD).unwrap_or_default();
-    buf.chunks_exact(RECORD)
-        .enumerate()
-        .map(|(i, r)| (i as u64, decode(key, r)))
-        .collect()
+/// Records read per `pread` when scanning a queue file. The buffer lives on
+/// the stack, so a long queue costs a few more reads, never a large
+/// allocation (which would mean fresh pages to fault in and, for big
+/// ones, an `mmap`/`munmap` pair with its TLB shootdown in every process).
+const CHUNK: usize = 256;
+
+/// Longest queue file read: far beyond any real queue (a million jobs).
+const MAX_QUEUE_BYTES: u64 = 64 << 20;
+
+/// Call `f(index, record)` for every record of a queue file, in file order
+/// (`None`: free or damaged). Writers hold the mutex, as the callers that
+/// act on what they read do, so the file cannot change meanwhile.
+fn scan(fd: &OwnedFd, key: Key, mut f: impl FnMut(u64, Option<(Entry, Meta)>)) {
+    let mut buf = [0u8; RECORD * CHUNK];
+    let mut index = 0u64;
+    while index * (RECORD as u64) < MAX_QUEUE_BYTES {
+        let len = read_at(fd, &mut buf, index * RECORD as u64);
+        for r in buf[..len].chunks_exact(RECORD) {
+            f(index, decode(key, r));
+            index += 1;
+        }
+        if len < buf.len() {
+            return;
+        }
+    }
 }
 
-/// Read from offset 0 until end of file or `limit` bytes.
-fn read_up_to(fd: &OwnedFd, limit: usize) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; limit];
+/// Fill `buf` from offset `at`, up to end of file; the bytes read.
+fn read_at(fd: &OwnedFd, buf: &mut [u8], at: u64) -> usize {
     let mut len = 0;
     while len < buf.len() {
-        match nix::sys::uio::pread(fd, &mut buf[len..], len as i64) {
+        match nix::sys::uio::pread(fd, &mut buf[len..], (at + len as u64) as i64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    len
+}
+
+/// Read from offset 0 until end of file or `limit` bytes, growing the
+/// buffer as it goes (job files are a few hundred bytes).
+fn read_up_to(fd: &OwnedFd, limit: usize) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(limit.min(1024));
+    loop {
+        let len = buf.len();
+        if len == limit {
+            return Some(buf);
+        }
+        if len == buf.capacity() {
+            buf.reserve((len).min(limit - len));
+        }
+        let room = (buf.capacity() - len).min(limit - len);
+        buf.resize(len + room, 0);
+        match nix::sys::uio::pread(fd, &mut buf[len..], len as i64) {
+            Ok(0) => {
+                buf.truncate(len);
+                return Some(buf);
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(Errno::EINTR) => buf.truncate(len),
             Err(_) => return None,
         }
     }
-    buf.truncate(len);
-    Some(buf)
 }
 
 fn write_record(fd: &OwnedFd, index: u64, record: &[u8; RECORD]) -> nix::Result<()> {
@@ -543,15 +580,30 @@ fn write_record(fd: &OwnedFd, index: u64, record: &[u8; RECORD]) -> nix::Result<
 }
 
 /// After clearing records: drop trailing free records, so that a queue file
-/// stays as long as its longest recent queue. `true` if none is left.
+/// stays as long as its longest recent queue. `true` if none is left. It
+/// reads backwards from the end and stops at the last live record, which in
+/// a long queue is usually the very last one.
 fn trim(fd: &OwnedFd, key: Key) -> bool {
-    let records = read_records(fd, key);
-    let keep = records
-        .iter()
-        .rposition(|(_, e)| e.is_some())
-        .map_or(0, |i| i + 1);
-    if keep < records.len() {
-        let _ = nix::unistd::ftruncate(fd, (keep * RECORD) as i64);
+    let size = fstat(fd).map_or(0, |st| st.st_size.max(0) as u64);
+    let count = size.min(MAX_QUEUE_BYTES) / RECORD as u64;
+    let mut buf = [0u8; RECORD * CHUNK];
+    let mut end = count;
+    let mut keep = 0;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK as u64);
+        let want = ((end - start) as usize) * RECORD;
+        let len = read_at(fd, &mut buf[..want], start * RECORD as u64);
+        let live = buf[..len]
+            .chunks_exact(RECORD)
+            .rposition(|r| decode(key, r).is_some());
+        if let Some(i) = live {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if keep < count || size % RECORD as u64 != 0 {
+        let _ = nix::unistd::ftruncate(fd, (keep * RECORD as u64) as i64);
     }
     keep == 0
 }
@@ -742,25 +794,29 @@ impl<'d> Job<'d> {
         let mut places = Vec::new();
         let mut seen: Seq = 0;
         let mut free = Vec::new();
-        for &(key, mode) in &needs {
+        // The new job's seq will be above every seq on record, so a waiting
+        // job is ranked ahead of it exactly when its priority is not lower.
+        let mut view = View {
+            entries: Vec::new(),
+        };
+        for (p, &(key, mode)) in needs.iter().enumerate() {
             let queue = dir.open_queue(key)?;
-            let records = read_records(&queue, key);
-            seen = records
-                .iter()
-                .filter_map(|(_, e)| e.map(|(e, _)| e.rank.seq))
-                .fold(seen, Seq::max);
-            free.push(
-                records
-                    .iter()
-                    .find(|(_, e)| e.is_none())
-                    .map_or(records.len() as u64, |(i, _)| *i),
-            );
-            if opts.coalesce {
-                candidates.extend(records.iter().filter_map(|(_, e)| match e {
-                    Some((e, m)) if m.tag == tag && e.state == State::Waiting => Some(e.rank.seq),
-                    _ => None,
-                }));
-            }
+            let mut first_free = None;
+            scan(&queue, key, |index, e| {
+                let Some((e, m)) = e else {
+                    first_free.get_or_insert(index);
+                    return;
+                };
+                seen = seen.max(e.rank.seq);
+                if opts.coalesce && m.tag == tag && e.state == State::Waiting {
+                    candidates.push(e.rank.seq);
+                }
+                if e.state == State::Running || e.rank.priority >= info.priority {
+                    view.entries.push((e, p, index, m));
+                }
+            });
+            let end = fstat(&queue).map_or(0, |st| st.st_size.max(0) as u64) / RECORD as u64;
+            free.push(first_free.unwrap_or(end));
             places.push(Place {
                 key,
                 mode,
@@ -857,7 +913,7 @@ impl<'d> Job<'d> {
             run_fd: None,
             victims: Vec::new(),
         };
-        let decided = job.decide()?;
+        let decided = job.decide(view)?;
         drop(m);
         let attempt = job.settle(decided)?;
         Ok(Entered::Queued(Box::new(job), attempt))
@@ -869,20 +925,26 @@ impl<'d> Job<'d> {
     pub fn attempt(&mut self) -> Result<Attempt> {
         let decided = {
             let _m = self.dir.lock()?;
-            self.decide()?
+            self.decide(self.view())?
         };
         self.settle(decided)
     }
 
-    /// Read this job's queues (other jobs' records only).
+    /// Read this job's queues: the other jobs' records that the grant rule
+    /// looks at, which are every holder and every waiter ranked ahead
+    /// (waiters behind never change a decision: see `queue::decide`). At
+    /// the head of a long queue that is a handful of entries.
     fn view(&self) -> View {
         let mut entries = Vec::new();
         for (p, place) in self.places.iter().enumerate() {
-            for (index, e) in read_records(&place.queue, place.key) {
-                if let Some((e, m)) = e.filter(|(e, _)| e.rank.seq != self.seq) {
+            scan(&place.queue, place.key, |index, e| {
+                if let Some((e, m)) = e
+                    && e.rank.seq != self.seq
+                    && (e.state == State::Running || e.rank < self.rank)
+                {
                     entries.push((e, p, index, m));
                 }
-            }
+            });
         }
         View { entries }
     }
@@ -891,8 +953,7 @@ impl<'d> Job<'d> {
     /// atomic happens here: reading, clearing the dead, granting, and
     /// opening the job files to sleep on (so the inode, not a name, is
     /// what is waited for). Threads start after the mutex is released.
-    fn decide(&mut self) -> Result<Decided> {
-        let mut view = self.view();
+    fn decide(&mut self, mut view: View) -> Result<Decided> {
         let request = queue::Request {
             rank: self.rank,
             needs: &self.needs,
