@@ -602,7 +602,7 @@ fn trim(fd: &OwnedFd, key: Key) -> bool {
         }
         end = start;
     }
-    if keep < count || size % RECORD as u64 != 0 {
+    if keep < count || !size.is_multiple_of(RECORD as u64) {
         let _ = nix::unistd::ftruncate(fd, (keep * RECORD as u64) as i64);
     }
     keep == 0
