@@ -5,6 +5,7 @@ with no daemon, no polling and no stale locks. `main` only dispatches; see
 operation.
 */
 
+mod alloc;
 mod cli;
 mod error;
 mod ofd;
@@ -16,6 +17,10 @@ mod status;
 mod store;
 mod terminal;
 mod unit;
+
+/// See `alloc.rs`: a short-lived process should touch few fresh pages.
+#[global_allocator]
+static GLOBAL: alloc::Bump = alloc::Bump::new();
 
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(cli::main())
