@@ -40,6 +40,20 @@ enum Cmd {
     Unit(UnitCli),
 }
 
+/// `baton run` alone: what [`main`] parses when the first argument is
+/// `run`, so that the commonest call (once per job) builds only its own
+/// options, not the whole command tree. Same options, help and errors.
+#[derive(Parser, Debug)]
+#[command(
+    name = "run",
+    bin_name = "baton run",
+    about = "Run COMMAND once its resources are granted, holding them until it ends"
+)]
+struct RunOnly {
+    #[command(flatten)]
+    run: RunCli,
+}
+
 #[derive(Args, Debug)]
 struct UnitCli {
     /// The unit's name, without .service (e.g. mbsync).
@@ -245,7 +259,17 @@ impl RunCli {
 
 /// Parse, dispatch, and turn the outcome into an exit status.
 pub fn main() -> u8 {
-    let cli = match Cli::try_parse() {
+    let mut args = std::env::args_os();
+    let parsed = if args.nth(1).is_some_and(|a| a == "run") {
+        RunOnly::try_parse_from(std::iter::once(OsString::from("baton run")).chain(args)).map(|r| {
+            Cli {
+                command: Cmd::Run(r.run),
+            }
+        })
+    } else {
+        Cli::try_parse()
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -341,5 +365,6 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        RunOnly::command().debug_assert();
     }
 }
