@@ -580,7 +580,8 @@ fn write_record(fd: &OwnedFd, index: u64, record: &[u8; RECORD]) -> nix::Result<
 }
 
 /// After clearing records: drop trailing free records, so that a queue file
-/// stays as long as its longest recent queue. `true` if none is left. It
+/// stays as long as its longest recent queue. `true` if none is left (the
+/// caller then removes the file, so it is not truncated first). It
 /// reads backwards from the end and stops at the last live record, which in
 /// a long queue is usually the very last one.
 fn trim(fd: &OwnedFd, key: Key) -> bool {
@@ -602,10 +603,13 @@ fn trim(fd: &OwnedFd, key: Key) -> bool {
         }
         end = start;
     }
+    if keep == 0 {
+        return true;
+    }
     if keep < count || !size.is_multiple_of(RECORD as u64) {
         let _ = nix::unistd::ftruncate(fd, (keep * RECORD as u64) as i64);
     }
-    keep == 0
+    false
 }
 
 /// Read a job file's details (first line, then the patches after it).
