@@ -13,12 +13,13 @@ import statistics
 import sys
 
 LABEL = {
-    "baton": "baton (`baton run -l x -- true`)",
+    "baton": "baton (`baton run -l x -- true`), static musl build",
+    "baton-glibc": "baton, default glibc build (`cargo install --path .`)",
     "flock": "flock (`flock FILE true`)",
     "busy": "busy-wait (`mkdir` poll, `sleep 0.5`)",
     "none": "no lock (`/usr/bin/true`), launch floor",
 }
-ORDER = ["baton", "flock", "busy", "none"]
+ORDER = ["baton", "baton-glibc", "flock", "busy", "none"]
 
 # The claims, as stated in the brief.
 CLAIM_DRAIN_VS_FLOCK = 1.0   # baton per-job <= flock per-job at the small N
@@ -72,7 +73,7 @@ def main():
     tools = [t for t in ORDER if any(k[0] == t for k in per_job) or
              any(k[0] == t for k in failed)]
     if a.busy == "1" and "busy" not in tools and any(n > a.busy_max for n in sizes):
-        tools.insert(2, "busy")
+        tools.insert(tools.index("flock") + 1 if "flock" in tools else len(tools), "busy")
 
     def med(tool, n):
         v = per_job.get((tool, n))
@@ -140,13 +141,14 @@ def main():
         fbase = unc_med.get("flock")
         names = {"true": "`true`", "flock": "`flock FILE true`",
                  "timeout": "`timeout 60 true` (smallest fork-and-wait wrapper)",
-                 "baton": "`baton run -l x -- true`"}
-        for k in ["true", "timeout", "flock", "baton"]:
+                 "baton": "`baton run -l x -- true` (static musl build)",
+                 "baton-glibc": "`baton run -l x -- true` (default glibc build)"}
+        for k in ["true", "timeout", "flock", "baton", "baton-glibc"]:
             if k not in unc_med:
                 continue
             rm = unc_round_meds[k]
             added = "–" if base is None or k == "true" else fmt_ms(unc_med[k] - base)
-            added_f = "–" if fbase is None or k != "baton" else f"{unc_med[k] - fbase:+.3f}"
+            added_f = "–" if fbase is None or not k.startswith("baton") else f"{unc_med[k] - fbase:+.3f}"
             w(f"| {names[k]} | {fmt_ms(unc_med[k])} | {added} | {added_f} | "
               f"{fmt_ms(min(rm) * 1e3)}–{fmt_ms(max(rm) * 1e3)} | {len(unc[k])} |")
         w("")

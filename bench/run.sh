@@ -18,8 +18,13 @@
 #   HF_WARMUP=30        hyperfine warmup runs per command per repetition
 #   DRAIN_TIMEOUT=900   seconds before one drain is declared hung (a failure)
 #   PAUSE=1             seconds of rest between two drain measurements
-#   BUILD=1             cargo build --release first (0: use the existing binary)
-#   BATON_BIN=path      use this baton binary (implies BUILD=0)
+#   BUILD=1             cargo build --release first (0: use the existing binaries)
+#   TARGET=x86_64-unknown-linux-musl   the build measured as "baton": the
+#                       static build the README installs ($(uname -m) on other
+#                       machines); TARGET= (empty) measures the default build
+#   GLIBC=1             also measure the default (glibc, dynamic) build as
+#                       "baton-glibc" (0: leave it out)
+#   BATON_BIN=path      use this baton binary (implies BUILD=0, GLIBC=0)
 #   FLOCK=/usr/bin/flock
 #   KEEP=0              1: keep the scratch directory (raw data, job logs)
 #
@@ -41,6 +46,8 @@ HF_WARMUP=${HF_WARMUP:-30}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
 PAUSE=${PAUSE:-1}
 BUILD=${BUILD:-1}
+TARGET=${TARGET-$(uname -m)-unknown-linux-musl}
+GLIBC=${GLIBC:-1}
 FLOCK=${FLOCK:-/usr/bin/flock}
 KEEP=${KEEP:-0}
 
@@ -64,19 +71,37 @@ command -v python3 >/dev/null || die "python3 is needed for the statistics"
 TRUE_BIN=$(type -P true) || die "no true(1) binary on PATH"
 
 # --- build --------------------------------------------------------------
+BATON_GLIBC=
 if [[ -n ${BATON_BIN:-} ]]; then
     BATON=$BATON_BIN
+    GLIBC=0
 else
     cd "$repo"
-    if [[ $BUILD == 1 ]]; then
-        say "cargo build --release"
-        cargo build --release --quiet >&2
-    fi
     target=${CARGO_TARGET_DIR:-target}
     [[ $target == /* ]] || target=$repo/$target
-    BATON=$target/release/baton
+    if [[ $BUILD == 1 ]]; then
+        if [[ -n $TARGET ]]; then
+            say "cargo build --release --target $TARGET"
+            if ! cargo build --release --quiet --target "$TARGET" >&2; then
+                command -v rustup >/dev/null && say "hint: rustup target add $TARGET"
+                die "could not build for $TARGET (TARGET= measures the default build)"
+            fi
+        fi
+        if [[ -z $TARGET || $GLIBC == 1 ]]; then
+            say "cargo build --release"
+            cargo build --release --quiet >&2
+        fi
+    fi
+    if [[ -n $TARGET ]]; then
+        BATON=$target/$TARGET/release/baton
+        [[ $GLIBC == 1 ]] && BATON_GLIBC=$target/release/baton
+    else
+        BATON=$target/release/baton
+        GLIBC=0
+    fi
 fi
 [[ -x $BATON ]] || die "baton binary not found at $BATON"
+[[ -z $BATON_GLIBC || -x $BATON_GLIBC ]] || die "glibc baton binary not found at $BATON_GLIBC"
 BATON=$(cd "$(dirname "$BATON")" && pwd)/$(basename "$BATON")
 # What was measured, taken now: the work tree may change while the run goes on.
 BUILT_FROM="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -84,6 +109,7 @@ git -C "$repo" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
     BUILT_FROM+=" + uncommitted changes to src/Cargo"
 [[ -n ${BATON_BIN:-} ]] && BUILT_FROM="given binary (BATON_BIN); work tree at $BUILT_FROM"
 BATON_SUM=$(sha256sum "$BATON" | cut -c1-12)
+BATON_KIND=$(file -b "$BATON" 2>/dev/null | cut -d, -f1-2 || echo '?')
 
 # --- limits ---------------------------------------------------------------
 max_n=0
@@ -161,6 +187,7 @@ drain() {
     log=$work.log
     case $tool in
         baton) cmd=("$BATON" run -l x -- true) ;;
+        baton-glibc) cmd=("$BATON_GLIBC" run -l x -- true) ;;
         flock) cmd=("$FLOCK" "$work/lockfile" true) ;;
         busy)  cmd=(sh -c 'until mkdir "$1" 2>/dev/null; do sleep 0.5; done; true; rmdir "$1"' sh "$work/lockdir") ;;
         none)  cmd=("$TRUE_BIN") ;;   # fork+exec, no lock: the launch floor
@@ -185,7 +212,7 @@ drain() {
         read -r -t "$DRAIN_TIMEOUT" _ <>"$WD_FIFO" && exit 0
         kill -0 "$$" 2>/dev/null || exit 0   # the script is gone: touch nothing
         : >"$work.hung"
-        if [[ $tool == baton ]]; then
+        if [[ $tool == baton* ]]; then
             timeout -k 2 10 "$BATON" status --dir "$work" >"$work.status" 2>&1 || true
         fi
         kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -225,7 +252,7 @@ drain() {
         printf '%s\n' "$odd" | sed 's/^/    /' | tee -a "$NOTES" >&2
     fi
     # baton should leave nothing but its mutex file behind.
-    if [[ $tool == baton ]]; then
+    if [[ $tool == baton* ]]; then
         local left
         left=$(cd "$work" && find . -mindepth 1 ! -name lock | head -n 5)
         [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after N=$n round $round: ${left//$'\n'/ }"
@@ -246,7 +273,9 @@ drain() {
 }
 
 # --- header ------------------------------------------------------------------
-tools=(baton flock)
+tools=(baton)
+[[ $GLIBC == 1 ]] && tools+=(baton-glibc)
+tools+=(flock)
 [[ $BUSY == 1 ]] && tools+=(busy)
 [[ $BASELINE == 1 ]] && tools+=(none)
 say "baton: $BATON"
@@ -296,7 +325,8 @@ if [[ $UNCONTENDED == 1 ]]; then
                 -n true "true" \
                 -n flock "$(q "$FLOCK") $(q "$ulock") true" \
                 -n timeout "timeout 60 true" \
-                -n baton "$(q "$BATON") run -l x -- true" >&2
+                -n baton "$(q "$BATON") run -l x -- true" \
+                ${BATON_GLIBC:+-n baton-glibc "$(q "$BATON_GLIBC") run -l x -- true"} >&2
             UNC_JSON+=("$SCRATCH/uncontended-$r.json")
         done
     else
@@ -308,7 +338,8 @@ if [[ $UNCONTENDED == 1 ]]; then
             true="true" \
             flock="$FLOCK $ulock true" \
             timeout="timeout 60 true" \
-            baton="$BATON run -l x -- true" >&2
+            baton="$BATON run -l x -- true" \
+            ${BATON_GLIBC:+baton-glibc="$BATON_GLIBC run -l x -- true"} >&2
         UNC_JSON+=("$SCRATCH/uncontended-py.json")
     fi
     left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock | head -n 5 || true)
@@ -320,7 +351,8 @@ python3 "$here/report.py" \
     --drain "$RESULTS" --notes "$NOTES" \
     --sizes "$SIZES" --rounds "$ROUNDS" --busy "$BUSY" --busy-max "$BUSY_MAX" \
     --uncontended-mode "$UNC_MODE" \
-    --meta "baton=$BATON (sha256 $BATON_SUM…)" \
+    --meta "baton=$BATON (sha256 $BATON_SUM…, $BATON_KIND)" \
+    ${BATON_GLIBC:+--meta "baton-glibc=$BATON_GLIBC ($(file -b "$BATON_GLIBC" | cut -d, -f1-2))"} \
     --meta "built from=$BUILT_FROM" \
     --meta "flock=$("$FLOCK" --version 2>&1 | head -n 1)" \
     --meta "uncontended timer=$( [[ $UNC_MODE == hyperfine ]] && hyperfine --version || echo "$UNC_MODE")" \
