@@ -18,7 +18,8 @@ behind the same calls (`Job::enqueue`, `attempt`, `wake_fd`, `leave`,
   64-byte records `(seq, priority, slots, state, mode, name tag, flags,
   preemption count, check)`, one per job
   that needs the resource; seq 0 is a free record. A decision reads its
-  resources' queue files with one `pread` each: no directory scan.
+  resources' queue files in fixed-size `pread`s (see [`scan`]): no
+  directory scan, no allocation per record.
 
 # Liveness
 The job's process opens its job file read-write and holds OFD write locks on
