@@ -251,10 +251,10 @@ drain() {
         note "ODD OUTPUT: $tool N=$n round $round printed unexpected lines (count, line):"
         printf '%s\n' "$odd" | sed 's/^/    /' | tee -a "$NOTES" >&2
     fi
-    # baton should leave nothing but its mutex file behind.
+    # baton should leave nothing but its mutex file and spare job files (s.N).
     if [[ $tool == baton* ]]; then
         local left
-        left=$(cd "$work" && find . -mindepth 1 ! -name lock | head -n 5)
+        left=$(cd "$work" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' | head -n 5)
         [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after N=$n round $round: ${left//$'\n'/ }"
     fi
     if [[ $tool == busy && -e $work/lockdir ]]; then
@@ -342,7 +342,7 @@ if [[ $UNCONTENDED == 1 ]]; then
             ${BATON_GLIBC:+baton-glibc="$BATON_GLIBC run -l x -- true"} >&2
         UNC_JSON+=("$SCRATCH/uncontended-py.json")
     fi
-    left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock | head -n 5 || true)
+    left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' | head -n 5 || true)
     [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after the uncontended runs: ${left//$'\n'/ }"
 fi
 

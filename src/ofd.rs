@@ -24,6 +24,12 @@ pub const WAITING: i64 = 1;
 /// open file description), so that their end can be seen while baton lives
 /// on to queue again after a preemption.
 pub const RUN: i64 = 2;
+/// Byte on which every process that opens another job's file takes a read
+/// lock (under the mutex) for as long as it keeps the file open: it sleeps
+/// on that job, or will read its final status. A finished job's file is
+/// reused for a new job only if a write lock on this byte can be taken,
+/// so no one ever finds a new job behind a file it opened for an old one.
+pub const INTEREST: i64 = 3;
 
 fn flock(kind: libc::c_int, byte: i64) -> libc::flock {
     libc::flock {
@@ -38,6 +44,16 @@ fn flock(kind: libc::c_int, byte: i64) -> libc::flock {
 /// Take a write lock on `byte` without waiting. `Ok(false)`: someone holds it.
 pub fn try_write(fd: impl AsFd, byte: i64) -> nix::Result<bool> {
     match fcntl(fd, FcntlArg::F_OFD_SETLK(&flock(libc::F_WRLCK, byte))) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Take a read lock on `byte` without waiting. `Ok(false)`: someone holds a
+/// write lock on it.
+pub fn try_read(fd: impl AsFd, byte: i64) -> nix::Result<bool> {
+    match fcntl(fd, FcntlArg::F_OFD_SETLK(&flock(libc::F_RDLCK, byte))) {
         Ok(_) => Ok(true),
         Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
         Err(e) => Err(e),

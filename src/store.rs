@@ -12,7 +12,9 @@ behind the same calls (`Job::enqueue`, `attempt`, `wake_fd`, `leave`,
   reads queues and changes them. Critical sections are a few `pread`s and
   `pwrite`s, never a wait. Its first 8 bytes are the arrival counter.
 - `j.<seq>`: a *job file*, one per job: its details as JSON lines, and the
-  two locks that make it alive (byte 0) and waiting (byte 1).
+  two locks that make it alive (byte 0) and waiting (byte 1). Others who
+  keep it open read-lock byte 3 (interest).
+- `s.<k>`: a finished job's file kept for reuse (see [`StateDir::take_spare`]).
 - `q.<key>`: the queue of one resource, `key` being 32 hex digits of SHA-256
   of its name (so no name can reach outside the directory): an array of
   64-byte records `(seq, priority, slots, state, mode, name tag, flags,
@@ -42,7 +44,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, openat};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, openat, renameat};
 use nix::sys::stat::{Mode as Perm, SFlag, fchmod, fstat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use serde::{Deserialize, Serialize};
@@ -305,15 +307,111 @@ impl StateDir {
 
     /// Open job `seq`'s file for reading and lock tests. `None`: gone, or
     /// not a regular file (junk, treated as dead).
+    /// Open another job's file, declaring interest in it (a read lock on
+    /// [`ofd::INTEREST`]) for as long as it stays open, so that it is not
+    /// reused for a new job meanwhile. Called under the mutex when what is
+    /// read or awaited matters (`status` reads without it: at worst it shows
+    /// a finished job's line for an instant).
     fn open_job(&self, seq: Seq) -> Option<OwnedFd> {
-        self.open_file(&job_name(seq), OFlag::O_RDONLY, 0)
+        let fd = self
+            .open_file(&job_name(seq), OFlag::O_RDONLY, 0)
             .ok()
-            .flatten()
+            .flatten()?;
+        let _ = ofd::try_read(&fd, ofd::INTEREST);
+        Some(fd)
     }
 
     fn remove_job_file(&self, seq: Seq) {
         // ENOENT: someone else removed it; EPERM: another user's (sticky dir).
         let _ = unlinkat(&self.fd, job_name(seq).as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+
+    /// The spare job files (`s.<k>`) as a bitmap, kept in bytes 8..16 of
+    /// `lock`. Called under the mutex.
+    fn spares(&self) -> u64 {
+        let mut buf = [0u8; 8];
+        match nix::sys::uio::pread(&self.lock, &mut buf, 8) {
+            Ok(8) => u64::from_le_bytes(buf),
+            _ => 0,
+        }
+    }
+
+    fn set_spares(&self, bits: u64) {
+        let _ = write_all_at(&self.lock, &bits.to_le_bytes(), 8);
+    }
+
+    /// A finished job's file, renamed to `j.<seq>` and locked alive and
+    /// waiting, if a spare is free: nobody holds its [`ofd::INTEREST`]
+    /// byte (no waiter, joiner or preemptor still has it open) nor its
+    /// [`ofd::ALIVE`] byte. Never in a shared directory (a spare is owned by
+    /// the user whose job left it). Called under the mutex.
+    fn take_spare(&self, seq: Seq) -> Option<OwnedFd> {
+        if self.shared {
+            return None;
+        }
+        let before = self.spares();
+        let mut bits = before;
+        let mut taken = None;
+        for k in 0..SPARES {
+            if before & (1 << k) == 0 {
+                continue;
+            }
+            let name = spare_name(k);
+            let Ok(Some(fd)) = self.open_file(&name, OFlag::O_RDWR, 0) else {
+                bits &= !(1 << k);
+                continue;
+            };
+            // Someone still has it open for the job it was: keep it spare.
+            if !ofd::try_write(&fd, ofd::INTEREST).unwrap_or(false)
+                || !ofd::try_write(&fd, ofd::ALIVE).unwrap_or(false)
+                || !ofd::try_write(&fd, ofd::WAITING).unwrap_or(false)
+                || ofd::is_held(&fd, ofd::RUN).unwrap_or(true)
+            {
+                continue;
+            }
+            let _ = ofd::unlock(&fd, ofd::INTEREST);
+            // Never over an existing job file (only a counter damaged by
+            // hand could point at one); the caller then creates one.
+            let target = job_name(seq);
+            let exists = nix::sys::stat::fstatat(
+                &self.fd,
+                target.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok();
+            if exists {
+                break;
+            }
+            bits &= !(1 << k);
+            if renameat(&self.fd, name.as_str(), &self.fd, target.as_str()).is_ok() {
+                taken = Some(fd);
+            }
+            break;
+        }
+        if bits != before {
+            self.set_spares(bits);
+        }
+        taken
+    }
+
+    /// Remove a finished job's file, or keep it as a spare for a new job.
+    /// Called under the mutex, once no process of the job holds it.
+    fn retire_job_file(&self, seq: Seq) {
+        let bits = self.spares();
+        if !self.shared
+            && let Some(k) = (0..SPARES).find(|k| bits & (1 << k) == 0)
+            && renameat(
+                &self.fd,
+                job_name(seq).as_str(),
+                &self.fd,
+                spare_name(k).as_str(),
+            )
+            .is_ok()
+        {
+            self.set_spares(bits | (1 << k));
+            return;
+        }
+        self.remove_job_file(seq);
     }
 
     /// The next arrival number: above the counter (the first 8 bytes of
@@ -402,6 +500,13 @@ impl Drop for Mutex<'_> {
 
 fn job_name(seq: Seq) -> String {
     format!("j.{seq}")
+}
+
+/// How many finished job files are kept for reuse (one bit each in `lock`).
+const SPARES: u32 = 64;
+
+fn spare_name(k: u32) -> String {
+    format!("s.{k}")
 }
 
 fn queue_name(key: Key) -> String {
@@ -844,43 +949,59 @@ impl<'d> Job<'d> {
         }
         // The job file, created exclusively: never over a live job's file
         // (a counter damaged by hand); a dead one of that name is removed.
+        // A finished job's file is reused when one is free (no inode to
+        // allocate: on ext4 that is what grows with the churn).
         let mut seq = dir.next_seq(seen)?;
         let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL;
-        let fd = loop {
-            match dir.open_file(&job_name(seq), flags, 0o644) {
-                Ok(Some(fd)) => break fd,
-                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
-                    match dir.open_job(seq) {
-                        Some(old) if ofd::is_held(&old, ofd::ALIVE).unwrap_or(true) => {
-                            seq = dir.next_seq(seq)?
+        let spare = dir.take_spare(seq);
+        let fresh = spare.is_none();
+        let fd = if let Some(fd) = spare {
+            fd
+        } else {
+            loop {
+                match dir.open_file(&job_name(seq), flags, 0o644) {
+                    Ok(Some(fd)) => break fd,
+                    Err(Error::Io { source, .. })
+                        if source.raw_os_error() == Some(libc::EEXIST) =>
+                    {
+                        match dir.open_job(seq) {
+                            Some(old) if ofd::is_held(&old, ofd::ALIVE).unwrap_or(true) => {
+                                seq = dir.next_seq(seq)?
+                            }
+                            _ => dir.remove_job_file(seq),
                         }
-                        _ => dir.remove_job_file(seq),
                     }
+                    Ok(None) => {
+                        return Err(Error::io(
+                            "creating",
+                            dir.path.join(job_name(seq)),
+                            Errno::ENOENT,
+                        ));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Ok(None) => {
-                    return Err(Error::io(
-                        "creating",
-                        dir.path.join(job_name(seq)),
-                        Errno::ENOENT,
-                    ));
-                }
-                Err(e) => return Err(e),
             }
         };
         let fail = |what, e: Errno| {
             dir.remove_job_file(seq);
             Error::io(what, dir.path.join(job_name(seq)), e)
         };
-        if dir.shared {
-            fchmod(&fd, Perm::from_bits_truncate(0o644))
-                .map_err(|e| fail("setting the mode of", e))?;
-        }
-        for byte in [ofd::ALIVE, ofd::WAITING] {
-            if !ofd::try_write(&fd, byte).map_err(|e| fail("locking", e))? {
-                return Err(fail("locking", Errno::EAGAIN));
+        if fresh {
+            if dir.shared {
+                fchmod(&fd, Perm::from_bits_truncate(0o644))
+                    .map_err(|e| fail("setting the mode of", e))?;
+            }
+            for byte in [ofd::ALIVE, ofd::WAITING] {
+                if !ofd::try_write(&fd, byte).map_err(|e| fail("locking", e))? {
+                    return Err(fail("locking", Errno::EAGAIN));
+                }
             }
         }
         write_all_at(&fd, &line, 0).map_err(|e| fail("writing", e))?;
+        if !fresh {
+            // Cut what the previous job wrote after its first line.
+            nix::unistd::ftruncate(&fd, line.len() as i64).map_err(|e| fail("writing", e))?;
+        }
         let rank = Rank {
             priority: info.priority,
             seq,
@@ -1359,7 +1480,7 @@ fn remove(dir: &StateDir, seq: Seq, places: &[Place]) {
             );
         }
     }
-    dir.remove_job_file(seq);
+    dir.retire_job_file(seq);
 }
 
 impl StateDir {

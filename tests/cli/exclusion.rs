@@ -226,3 +226,29 @@ fn the_blog_race_full_and_quick_syncs_in_random_bursts() {
     assert!(!lines.iter().any(|l| l.starts_with("OVERLAP")), "{lines:?}");
     assert_eq!(w.queue("maildir"), (vec![], vec![]));
 }
+
+/// Finished job files are reused for new jobs (no inode churn), but never
+/// one that a waiter still has open: the waiter would find a new, unrelated
+/// job behind the file it sleeps on and wait for that one's end instead.
+/// The waiter is stopped across the hand-over so that it cannot get there
+/// first; without the interest lock it then waits for the unrelated job.
+#[test]
+fn a_finished_jobs_file_is_not_reused_while_a_waiter_sleeps_on_it() {
+    let w = World::new();
+    let holder = w.hold("first", &["-l", "x"]);
+    let out = w.path("second.out");
+    let script = format!("echo started > {}", out.display());
+    let mut second = w.spawn(&[
+        "run", "-q", "--name", "second", "-l", "x", "--", "sh", "-c", &script,
+    ]);
+    w.await_waiters("x", 1);
+    let pid = Pid::from_raw(second.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    holder.release();
+    // The first job's file is now spare, and the second still has it open.
+    let unrelated = w.hold("unrelated", &["-l", "y"]);
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert_eq!(await_file(&out).trim(), "started");
+    assert_eq!(wait_exit(&mut second), Some(0));
+    drop(unrelated);
+}

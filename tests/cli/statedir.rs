@@ -163,7 +163,21 @@ fn a_hostile_or_corrupt_state_dir_does_not_hang_or_break_baton() {
     std::fs::create_dir(w.state.join("j.6")).unwrap();
     symlink(&outside, w.state.join("j.7")).unwrap();
     std::fs::write(w.state.join("j.8"), "{not json").unwrap();
-    std::fs::write(w.state.join("lock"), "nonsense counter").unwrap();
+    // A counter that is text, and a spare bitmap that claims all 64 spare
+    // job files, of which one is a symlink out, one a FIFO, one a directory.
+    std::fs::write(
+        w.state.join("lock"),
+        b"nonsense\xff\xff\xff\xff\xff\xff\xff\xff",
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(w.state.join("s.0"));
+    symlink(&outside, w.state.join("s.0")).unwrap();
+    nix::unistd::mkfifo(
+        &w.state.join("s.1"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    std::fs::create_dir(w.state.join("s.2")).unwrap();
     std::fs::write(w.state.join("garbage"), "x").unwrap();
     assert_eq!(w.code(&["run", "-w", "20s", "-l", "x", "--", "true"]), 0);
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
