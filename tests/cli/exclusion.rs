@@ -242,7 +242,21 @@ fn a_finished_jobs_file_is_not_reused_while_a_waiter_sleeps_on_it() {
         "run", "-q", "--name", "second", "-l", "x", "--", "sh", "-c", &script,
     ]);
     w.await_waiters("x", 1);
+    // Stop it only once a helper thread sleeps on the first job's lock:
+    // the decision is then over and the mutex free (stopping it inside its
+    // critical section would stall everyone, as it would with any lock).
     let pid = Pid::from_raw(second.id() as i32);
+    await_that("the waiter's thread to sleep in F_OFD_SETLKW", || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().any(|t| {
+                    t.file_name() != pid.to_string().as_str()
+                        && std::fs::read_to_string(t.path().join("wchan"))
+                            .is_ok_and(|w| w.trim() == "fcntl_setlk")
+                })
+            })
+            .unwrap_or(false)
+    });
     kill(pid, Signal::SIGSTOP).unwrap();
     holder.release();
     // The first job's file is now spare, and the second still has it open.
