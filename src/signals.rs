@@ -8,13 +8,12 @@ While waiting, SIGTERM, SIGINT and SIGHUP make baton leave the queue and exit
 SIGCHLD only wakes the running loop to reap the command.
 */
 
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
-use std::io::Read;
 
 /// The signals that end a wait or are passed to the command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,29 +46,48 @@ impl Sig {
     }
 }
 
-/// Installed handlers: a readable end that wakes `poll`, the last
-/// terminating signal seen, and whether a child has exited.
+/// The last terminating signal seen (0: none since the last `take`).
+static LAST: AtomicUsize = AtomicUsize::new(0);
+/// Whether SIGCHLD arrived since the last `child_exited`.
+static CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Installed handlers: the read end of the self-pipe, which wakes `poll`.
+/// The flags live in statics because a handler outlives any value.
 pub struct Signals {
-    rx: UnixStream,
-    last: Arc<AtomicUsize>,
-    child: Arc<AtomicBool>,
+    rx: OwnedFd,
 }
 
 impl Signals {
+    /// One handler per signal that records it and writes a byte to a pipe.
+    /// (One pipe and one registration each: this runs once per job, and
+    /// a socket per signal cost a dozen system calls more.)
     pub fn install() -> std::io::Result<Signals> {
-        let (rx, tx) = UnixStream::pair()?;
-        rx.set_nonblocking(true)?;
-        tx.set_nonblocking(true)?;
-        let last = Arc::new(AtomicUsize::new(0));
-        let child = Arc::new(AtomicBool::new(false));
-        for sig in Sig::ALL {
-            let n = sig.signal() as i32;
-            signal_hook::flag::register_usize(n, Arc::clone(&last), n as usize)?;
-            signal_hook::low_level::pipe::register(n, tx.try_clone()?)?;
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        // The handlers use the write end for the rest of the process's life.
+        let tx = tx.into_raw_fd();
+        let handlers = Sig::ALL
+            .iter()
+            .map(|s| (s.signal() as i32, false))
+            .chain([(libc::SIGCHLD, true)]);
+        for (n, is_child) in handlers {
+            let action = move || {
+                let errno = Errno::last_raw();
+                if is_child {
+                    CHILD.store(true, Ordering::SeqCst);
+                } else {
+                    LAST.store(n as usize, Ordering::SeqCst);
+                }
+                // SAFETY: write(2) on a descriptor this process keeps open;
+                // a full pipe already holds a wake-up, so EAGAIN is fine.
+                unsafe { libc::write(tx, [1u8].as_ptr().cast(), 1) };
+                Errno::set_raw(errno);
+            };
+            // SAFETY: the action only stores to atomics, calls write(2) and
+            // restores errno: all async-signal-safe. No signal baton
+            // handles is one the runtime needs (SIGSEGV and the like).
+            unsafe { signal_hook::low_level::register(n, action) }?;
         }
-        signal_hook::flag::register(libc::SIGCHLD, Arc::clone(&child))?;
-        signal_hook::low_level::pipe::register(libc::SIGCHLD, tx)?;
-        Ok(Signals { rx, last, child })
+        Ok(Signals { rx })
     }
 
     /// Readable when a signal has arrived.
@@ -80,18 +98,18 @@ impl Signals {
     /// The terminating signal that arrived since the last call, if any.
     pub fn take(&self) -> Option<Sig> {
         drain(&self.rx);
-        Sig::from_raw(self.last.swap(0, Ordering::SeqCst))
+        Sig::from_raw(LAST.swap(0, Ordering::SeqCst))
     }
 
     /// Whether SIGCHLD arrived since the last call.
     pub fn child_exited(&self) -> bool {
         drain(&self.rx);
-        self.child.swap(false, Ordering::SeqCst)
+        CHILD.swap(false, Ordering::SeqCst)
     }
 }
 
-/// Empty the non-blocking stream.
-fn drain(mut rx: &UnixStream) {
+/// Empty the non-blocking pipe.
+fn drain(rx: &OwnedFd) {
     let mut buf = [0u8; 64];
-    while matches!(rx.read(&mut buf), Ok(n) if n > 0) {}
+    while matches!(nix::unistd::read(rx, &mut buf), Ok(n) if n > 0) {}
 }
