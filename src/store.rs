@@ -1135,7 +1135,7 @@ impl<'d> Job<'d> {
                         {
                             let _ = write_record(&self.places[*p].queue, *index, &[0u8; RECORD]);
                         }
-                        self.dir.remove_job_file(*t);
+                        self.dir.retire_job_file(*t);
                     }
                 }
                 view.entries
@@ -1465,10 +1465,19 @@ impl<'d> Job<'d> {
     }
 }
 
-/// Clear a job's records and remove its file; called under the mutex.
+/// Clear a job's records and retire its file; called under the mutex.
+/// Only records that are still this job's are cleared: once its command has
+/// ended and its alive lock is gone, another job's decision may already
+/// have cleared them as dead, and a new job may have taken the place.
 fn remove(dir: &StateDir, seq: Seq, places: &[Place]) {
     for place in places {
-        let _ = write_record(&place.queue, place.index, &[0u8; RECORD]);
+        let mut buf = [0u8; RECORD];
+        let at = place.index * RECORD as u64;
+        if read_at(&place.queue, &mut buf, at) == RECORD
+            && decode(place.key, &buf).is_some_and(|(e, _)| e.rank.seq == seq)
+        {
+            let _ = write_record(&place.queue, place.index, &[0u8; RECORD]);
+        }
         // An empty queue file can go: every job with a record in a queue
         // file keeps it open, and new records are only written under the
         // mutex, which we hold.
@@ -1531,6 +1540,42 @@ fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut at: u64) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn queued<'d>(dir: &'d StateDir, name: &str) -> Box<Job<'d>> {
+        let info = JobInfo {
+            name: name.into(),
+            resources: vec![Resource::new("x".into(), Mode::Exclusive)],
+            ..JobInfo::default()
+        };
+        match Job::enqueue(dir, &info, Options::default()) {
+            Ok(Entered::Queued(job, _)) => job,
+            _ => panic!("enqueue {name}"),
+        }
+    }
+
+    /// Once a job's command has ended and its alive lock is gone, another
+    /// job's decision may clear its records as dead and a new job may take
+    /// the freed record; the finishing job must then leave that one alone
+    /// (else the new job would vanish from the queue).
+    #[test]
+    fn a_finished_job_clears_only_its_own_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(&tmp.path().join("state"), true)
+            .unwrap()
+            .unwrap();
+        let a = queued(&dir, "a");
+        let index = a.places[0].index;
+        // As a waiter's decision does when it finds `a` dead.
+        write_record(&a.places[0].queue, index, &[0u8; RECORD]).unwrap();
+        let b = queued(&dir, "b");
+        assert_eq!(b.places[0].index, index, "b takes the freed record");
+        (*a).finish(0);
+        let live = dir.snapshot().unwrap();
+        assert!(
+            live.iter().any(|j| j.seq == b.seq && !j.entries.is_empty()),
+            "b's record must survive a's finish"
+        );
+    }
 
     #[test]
     fn records_round_trip() {
