@@ -257,6 +257,53 @@ pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
     Decision::Grant
 }
 
+/// Of the waiting entries ranked ahead of a job on one of its resources,
+/// the ones [`decide`] and [`victims`] need: the nearest conflicting waiter
+/// and the nearest slot waiter (both modes slots). The others only count
+/// towards [`Blocked::ahead`]. So a job that joins the end of a long queue
+/// keeps two entries per resource instead of one per waiter (given to
+/// `decide` in their original order, with the holders, the answer is the
+/// same but for `ahead`: a property test checks it).
+#[derive(Clone, Copy, Debug)]
+pub struct Nearest<T> {
+    conflicting: Option<(Rank, T)>,
+    slots: Option<(Rank, T)>,
+}
+
+impl<T> Default for Nearest<T> {
+    fn default() -> Self {
+        Nearest {
+            conflicting: None,
+            slots: None,
+        }
+    }
+}
+
+impl<T> Nearest<T> {
+    /// Offer a waiting entry ranked ahead; `mine` is the job's own mode on
+    /// that entry's resource.
+    pub fn offer(&mut self, e: &Entry, mine: Mode, item: T) {
+        let best = if e.mode.conflicts(mine) {
+            &mut self.conflicting
+        } else if matches!((e.mode, mine), (Mode::Slots(_), Mode::Slots(_))) {
+            &mut self.slots
+        } else {
+            return;
+        };
+        if best.as_ref().is_none_or(|(r, _)| e.rank > *r) {
+            *best = Some((e.rank, item));
+        }
+    }
+
+    /// What was kept.
+    pub fn into_items(self) -> impl Iterator<Item = T> {
+        self.conflicting
+            .into_iter()
+            .chain(self.slots)
+            .map(|(_, t)| t)
+    }
+}
+
 /// How many times a job may be preempted before it stops being
 /// preemptible: no job is interrupted forever.
 pub const MAX_PREEMPTIONS: u8 = 3;
@@ -710,6 +757,64 @@ mod tests {
             prop_assert_eq!(decide(&request, &all), decide(&request, &ahead));
             let may = |s: Seq| preemptible[(s as usize) % preemptible.len()];
             prop_assert_eq!(victims(&request, &all, may), victims(&request, &ahead, may));
+        }
+
+        /// A newcomer (last in arrival order) that keeps only the holders
+        /// and the `Nearest` waiters ahead per resource gets the same
+        /// decision and the same preemption victims, but for `ahead`, which
+        /// the caller counts.
+        #[test]
+        fn the_nearest_waiters_ahead_are_enough(spec in arb_jobs(), later in arb_jobs(), order in proptest::collection::vec(0usize..8, 0..16), needs in proptest::collection::btree_map(0u128..4, arb_mode(), 1..4), prio in -2i64..3, preemptible in proptest::collection::vec(any::<bool>(), 16)) {
+            let mut jobs = build(spec);
+            settle(&mut jobs, &order).map_err(TestCaseError::fail)?;
+            let base = jobs.len() as Seq;
+            jobs.extend(build(later).into_values().map(|mut j| {
+                j.rank.seq += base;
+                (j.rank.seq, j)
+            }));
+            let seq = jobs.keys().max().copied().unwrap_or(0) + 1;
+            let needs: Vec<(Key, Mode)> = needs
+                .into_iter()
+                .map(|(k, m)| match m {
+                    Slots(_) => (k, Slots(1 + (k as u32 % 3))),
+                    m => (k, m),
+                })
+                .collect();
+            let me = Job { rank: rank(prio, seq), needs: needs.clone(), state: Waiting };
+            let request = Request { rank: me.rank, needs: &me.needs };
+            // The store's order: resource by resource.
+            let mut all: Vec<Entry> = Vec::new();
+            for (k, _) in &needs {
+                all.extend(entries(&jobs).into_iter().filter(|e| e.key == *k));
+            }
+            let mut keep = vec![false; all.len()];
+            let mut ahead: Vec<Seq> = Vec::new();
+            for (k, mine) in &needs {
+                let mut nearest = Nearest::default();
+                for (i, e) in all.iter().enumerate().filter(|(_, e)| e.key == *k) {
+                    match e.state {
+                        Running => keep[i] = true,
+                        Waiting if e.rank < me.rank => {
+                            ahead.push(e.rank.seq);
+                            nearest.offer(e, *mine, i);
+                        }
+                        Waiting => {}
+                    }
+                }
+                for i in nearest.into_items() {
+                    keep[i] = true;
+                }
+            }
+            ahead.sort_unstable();
+            ahead.dedup();
+            let pruned: Vec<Entry> = all.iter().zip(&keep).filter(|(_, k)| **k).map(|(e, _)| *e).collect();
+            let with_ahead = |d: Decision| match d {
+                Decision::Blocked(b) => Decision::Blocked(Blocked { ahead: ahead.len(), ..b }),
+                g => g,
+            };
+            prop_assert_eq!(decide(&request, &all), with_ahead(decide(&request, &pruned)));
+            let may = |s: Seq| preemptible[(s as usize) % preemptible.len()];
+            prop_assert_eq!(victims(&request, &all, may), victims(&request, &pruned, may));
         }
 
         /// Sleeping on the chosen event never misses a wake-up: any other

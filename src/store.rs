@@ -796,6 +796,9 @@ struct Place {
 struct View {
     /// Other jobs' entries, with the place index, record index and meta.
     entries: Vec<(Entry, usize, u64, Meta)>,
+    /// Set when only the nearest waiters ahead were kept (see
+    /// [`queue::Nearest`]): how many waiters are ahead in all.
+    ahead: Option<usize>,
 }
 
 /// This process's job in the queue.
@@ -906,12 +909,17 @@ impl<'d> Job<'d> {
         let mut free = Vec::new();
         // The new job's seq will be above every seq on record, so a waiting
         // job is ranked ahead of it exactly when its priority is not lower.
+        // Of those, the grant rule needs only the nearest per resource; the
+        // rest are counted (at the end of a long queue, that is all of it).
         let mut view = View {
             entries: Vec::new(),
+            ahead: None,
         };
+        let mut ahead: Vec<Seq> = Vec::new();
         for (p, &(key, mode)) in needs.iter().enumerate() {
             let queue = dir.open_queue(key)?;
             let mut first_free = None;
+            let mut nearest = queue::Nearest::default();
             scan(&queue, key, |index, e| {
                 let Some((e, m)) = e else {
                     first_free.get_or_insert(index);
@@ -921,10 +929,14 @@ impl<'d> Job<'d> {
                 if opts.coalesce && m.tag == tag && e.state == State::Waiting {
                     candidates.push(e.rank.seq);
                 }
-                if e.state == State::Running || e.rank.priority >= info.priority {
+                if e.state == State::Running {
                     view.entries.push((e, p, index, m));
+                } else if e.rank.priority >= info.priority {
+                    ahead.push(e.rank.seq);
+                    nearest.offer(&e, mode, (e, p, index, m));
                 }
             });
+            view.entries.extend(nearest.into_items());
             let end = fstat(&queue).map_or(0, |st| st.st_size.max(0) as u64) / RECORD as u64;
             free.push(first_free.unwrap_or(end));
             places.push(Place {
@@ -934,6 +946,12 @@ impl<'d> Job<'d> {
                 index: 0,
             });
         }
+        // In file order, as a full read would give them (ties in rank).
+        view.entries
+            .sort_unstable_by_key(|(_, p, index, _)| (*p, *index));
+        ahead.sort_unstable();
+        ahead.dedup();
+        view.ahead = Some(ahead.len());
         // --coalesce: a live job of the same name that still waits is
         // joined instead of queueing a second run.
         candidates.sort_unstable();
@@ -1072,7 +1090,10 @@ impl<'d> Job<'d> {
                 }
             });
         }
-        View { entries }
+        View {
+            entries,
+            ahead: None,
+        }
     }
 
     /// Apply the grant rule; called under the mutex. Only what must be
@@ -1092,7 +1113,10 @@ impl<'d> Job<'d> {
                     self.grant()?;
                     return Ok(Decided::Granted);
                 }
-                Decision::Blocked(b) => b,
+                Decision::Blocked(b) => queue::Blocked {
+                    ahead: view.ahead.unwrap_or(b.ahead),
+                    ..b
+                },
             };
             if self.opts.preempt {
                 self.preempt(&request, &entries, &mut view, &mut victims);
@@ -1138,8 +1162,13 @@ impl<'d> Job<'d> {
                         self.dir.retire_job_file(*t);
                     }
                 }
-                view.entries
-                    .retain(|(e, ..)| !gone.iter().any(|(t, _)| *t == e.rank.seq));
+                if view.ahead.is_some() {
+                    // The next nearest waiters were not kept: read again.
+                    view = self.view();
+                } else {
+                    view.entries
+                        .retain(|(e, ..)| !gone.iter().any(|(t, _)| *t == e.rank.seq));
+                }
                 continue;
             }
             return Ok(Decided::Blocked {
