@@ -8,11 +8,13 @@ use std::path::Path;
 use crate::*;
 
 /// A preemptible full sync whose first run works until told to stop and
-/// whose later runs finish at once. Each run logs what happened.
+/// whose later runs finish at once. Each run logs what happened. The marker
+/// `once` appears only after the first run has logged and set its TERM
+/// trap, so a preemptor started once it exists never catches it earlier.
 fn full_sync_script(d: &Path, log: &Path, on_term: &str) -> String {
     format!(
-        "if [ -e {d}/once ]; then echo again >> {l}; exit 0; fi; touch {d}/once; echo first >> {l}; \
-         trap '{on_term}' TERM; while :; do sleep 0.02; done",
+        "if [ -e {d}/once ]; then echo again >> {l}; exit 0; fi; echo first >> {l}; \
+         trap '{on_term}' TERM; touch {d}/once; while :; do sleep 0.02; done",
         d = d.display(),
         l = log.display(),
     )
