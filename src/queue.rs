@@ -615,21 +615,21 @@ mod tests {
         proptest::collection::vec((-2i64..3, needs), 1..14)
     }
 
-    /// Mode of `key` for all jobs is made consistent per key class so that
-    /// slot counts are the same for one name, as users write them.
+    /// Slot counts made the same for one name, as users write them.
+    fn consistent(needs: impl IntoIterator<Item = (Key, Mode)>) -> Vec<(Key, Mode)> {
+        needs
+            .into_iter()
+            .map(|(k, m)| match m {
+                Slots(_) => (k, Slots(1 + (k as u32 % 3))),
+                m => (k, m),
+            })
+            .collect()
+    }
+
     fn build(spec: Vec<(i64, Vec<(Key, Mode)>)>) -> BTreeMap<Seq, Job> {
         spec.into_iter()
             .enumerate()
-            .map(|(i, (p, needs))| {
-                let needs: Vec<(Key, Mode)> = needs
-                    .into_iter()
-                    .map(|(k, m)| match m {
-                        Slots(_) => (k, Slots(1 + (k as u32 % 3))),
-                        m => (k, m),
-                    })
-                    .collect();
-                job(p, i as Seq + 1, Waiting, &needs)
-            })
+            .map(|(i, (p, needs))| job(p, i as Seq + 1, Waiting, &consistent(needs)))
             .collect()
     }
 
@@ -664,6 +664,23 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// Some jobs run, then more arrive (any priority): holders ranked
+    /// behind waiters, as in a real queue.
+    fn realistic(
+        spec: Vec<(i64, Vec<(Key, Mode)>)>,
+        later: Vec<(i64, Vec<(Key, Mode)>)>,
+        order: &[usize],
+    ) -> Result<BTreeMap<Seq, Job>, String> {
+        let mut jobs = build(spec);
+        settle(&mut jobs, order)?;
+        let base = jobs.len() as Seq;
+        jobs.extend(build(later).into_values().map(|mut j| {
+            j.rank.seq += base;
+            (j.rank.seq, j)
+        }));
+        Ok(jobs)
     }
 
     /// Grant waiting jobs in the given order of wake-ups until none can start.
@@ -736,15 +753,7 @@ mod tests {
         /// waiters ahead (at the head of a long queue, a handful).
         #[test]
         fn waiters_behind_do_not_matter(spec in arb_jobs(), later in arb_jobs(), order in proptest::collection::vec(0usize..8, 0..16), pick in 0usize..16, preemptible in proptest::collection::vec(any::<bool>(), 16)) {
-            // Some jobs run, then more arrive (any priority): holders
-            // ranked behind waiters, as in a real queue.
-            let mut jobs = build(spec);
-            settle(&mut jobs, &order).map_err(TestCaseError::fail)?;
-            let base = jobs.len() as Seq;
-            jobs.extend(build(later).into_values().map(|mut j| {
-                j.rank.seq += base;
-                (j.rank.seq, j)
-            }));
+            let jobs = realistic(spec, later, &order).map_err(TestCaseError::fail)?;
             let seqs: Vec<Seq> = jobs.keys().copied().collect();
             let me = &jobs[&seqs[pick % seqs.len()]];
             let request = Request { rank: me.rank, needs: &me.needs };
@@ -765,21 +774,9 @@ mod tests {
         /// the caller counts.
         #[test]
         fn the_nearest_waiters_ahead_are_enough(spec in arb_jobs(), later in arb_jobs(), order in proptest::collection::vec(0usize..8, 0..16), needs in proptest::collection::btree_map(0u128..4, arb_mode(), 1..4), prio in -2i64..3, preemptible in proptest::collection::vec(any::<bool>(), 16)) {
-            let mut jobs = build(spec);
-            settle(&mut jobs, &order).map_err(TestCaseError::fail)?;
-            let base = jobs.len() as Seq;
-            jobs.extend(build(later).into_values().map(|mut j| {
-                j.rank.seq += base;
-                (j.rank.seq, j)
-            }));
+            let jobs = realistic(spec, later, &order).map_err(TestCaseError::fail)?;
             let seq = jobs.keys().max().copied().unwrap_or(0) + 1;
-            let needs: Vec<(Key, Mode)> = needs
-                .into_iter()
-                .map(|(k, m)| match m {
-                    Slots(_) => (k, Slots(1 + (k as u32 % 3))),
-                    m => (k, m),
-                })
-                .collect();
+            let needs = consistent(needs);
             let me = Job { rank: rank(prio, seq), needs: needs.clone(), state: Waiting };
             let request = Request { rank: me.rank, needs: &me.needs };
             // The store's order: resource by resource.
