@@ -919,8 +919,10 @@ impl<'d> Job<'d> {
         for (p, &(key, mode)) in needs.iter().enumerate() {
             let queue = dir.open_queue(key)?;
             let mut first_free = None;
+            let mut count = 0;
             let mut nearest = queue::Nearest::default();
             scan(&queue, key, |index, e| {
+                count = index + 1;
                 let Some((e, m)) = e else {
                     first_free.get_or_insert(index);
                     return;
@@ -937,8 +939,7 @@ impl<'d> Job<'d> {
                 }
             });
             view.entries.extend(nearest.into_items());
-            let end = fstat(&queue).map_or(0, |st| st.st_size.max(0) as u64) / RECORD as u64;
-            free.push(first_free.unwrap_or(end));
+            free.push(first_free.unwrap_or(count));
             places.push(Place {
                 key,
                 mode,

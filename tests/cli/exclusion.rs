@@ -1,7 +1,8 @@
 //! Guarantees 1 and 2: exclusion holds under contention and SIGKILL at any
 //! instant, and a dead job never blocks anyone.
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -9,23 +10,26 @@ use nix::unistd::Pid;
 
 use crate::*;
 
+/// `baton run -q -l x` of the [`guarded`] snippet tagged `tag`.
+fn guarded_job(w: &World, guard: &Path, log: &Path, tag: &str) -> Child {
+    w.spawn(&[
+        "run",
+        "-q",
+        "-l",
+        "x",
+        "--",
+        "sh",
+        "-c",
+        &guarded(guard, log, tag),
+    ])
+}
+
 #[test]
 fn concurrent_exclusive_jobs_never_overlap() {
     let w = World::new();
     let (guard, log) = (w.path("guard"), w.path("log"));
     let kids: Vec<_> = (0..40)
-        .map(|i| {
-            w.spawn(&[
-                "run",
-                "-q",
-                "-l",
-                "x",
-                "--",
-                "sh",
-                "-c",
-                &guarded(&guard, &log, &i.to_string()),
-            ])
-        })
+        .map(|i| guarded_job(&w, &guard, &log, &i.to_string()))
         .collect();
     for mut k in kids {
         assert_eq!(wait_exit(&mut k), Some(0));
@@ -121,16 +125,7 @@ fn sigkill_at_random_instants_never_breaks_exclusion_or_leaves_stale_state() {
         let mut kids: Vec<_> = (0..6)
             .map(|i| {
                 let tag = format!("{round}.{i}");
-                w.spawn(&[
-                    "run",
-                    "-q",
-                    "-l",
-                    "x",
-                    "--",
-                    "sh",
-                    "-c",
-                    &guarded(&guard, &log, &tag),
-                ])
+                guarded_job(&w, &guard, &log, &tag)
             })
             .collect();
         // Kill two of them at a random instant: while starting, waiting,

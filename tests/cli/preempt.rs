@@ -20,6 +20,27 @@ fn full_sync_script(d: &Path, log: &Path, on_term: &str) -> String {
     )
 }
 
+/// The `--preemptible` job "full" on `maildir` running `sh -c script`
+/// (with `-q` when `quiet`).
+fn full_job(w: &World, script: &str, quiet: bool) -> std::process::Child {
+    let mut args = vec!["run"];
+    if quiet {
+        args.push("-q");
+    }
+    args.extend([
+        "--preemptible",
+        "--name",
+        "full",
+        "-l",
+        "maildir",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    w.spawn(&args)
+}
+
 /// A `--preempt` job of priority 10 on `maildir` whose command is `true`.
 fn quick_job(w: &World, name: &str) -> std::process::Child {
     w.spawn(&[
@@ -55,18 +76,7 @@ fn a_preempting_job_interrupts_a_preemptible_one_which_runs_again_from_its_place
     // It takes a while to stop: the preempting job must wait for that.
     let on_term = format!("sleep 0.3; echo stopped >> {}; exit 1", log.display());
     let script = full_sync_script(w.tmp.path(), &log, &on_term);
-    let mut full = w.spawn(&[
-        "run",
-        "--preemptible",
-        "--name",
-        "full",
-        "-l",
-        "maildir",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let mut full = full_job(&w, &script, false);
     await_that("the full sync to start", || w.path("once").exists());
     // The quick sync preempts it, and holds until released.
     let quick = w.hold("quick", &["--preempt", "-p", "10", "-l", "maildir"]);
@@ -104,19 +114,7 @@ fn the_preempting_job_says_so_and_escalates_to_sigkill_after_its_grace() {
     let log = w.path("log");
     // This full sync ignores SIGTERM: only SIGKILL stops its first run.
     let script = full_sync_script(w.tmp.path(), &log, "");
-    let mut full = w.spawn(&[
-        "run",
-        "-q",
-        "--preemptible",
-        "--name",
-        "full",
-        "-l",
-        "maildir",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let mut full = full_job(&w, &script, true);
     await_that("the full sync to start", || w.path("once").exists());
     let cmd = format!("echo quick >> {}", log.display());
     let mut quick = w.spawn(&[
@@ -179,19 +177,7 @@ fn no_job_is_preempted_more_than_three_times() {
         "echo run >> {}; trap 'exit 1' TERM; while :; do sleep 0.02; done",
         log.display()
     );
-    let mut full = w.spawn(&[
-        "run",
-        "-q",
-        "--preemptible",
-        "--name",
-        "full",
-        "-l",
-        "maildir",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let mut full = full_job(&w, &script, true);
     for round in 1..=3 {
         await_that("the full sync to run", || read_lines(&log).len() == round);
         let q = w.hold(
