@@ -14,12 +14,13 @@ import sys
 
 LABEL = {
     "baton": "baton (`baton run -l x -- true`), static musl build",
+    "baton-fresh": "baton, static musl build, fresh state directory every drain",
     "baton-glibc": "baton, default glibc build (`cargo install --path .`)",
     "flock": "flock (`flock FILE true`)",
     "busy": "busy-wait (`mkdir` poll, `sleep 0.5`)",
     "none": "no lock (`/usr/bin/true`), launch floor",
 }
-ORDER = ["baton", "baton-glibc", "flock", "busy", "none"]
+ORDER = ["baton", "baton-fresh", "baton-glibc", "flock", "busy", "none"]
 
 # The claims, as stated in the brief.
 CLAIM_DRAIN_VS_FLOCK = 1.0   # baton per-job <= flock per-job at the small N
@@ -166,6 +167,10 @@ def main():
           + ("" if small == 200 else f" (the claim is stated for N=200; this run's smallest N is {small})"))
     else:
         w(f"1. baton vs flock at N={small}: not measured (a tool failed)")
+    bf = med("baton-fresh", small)
+    if bf is not None and f_ is not None:
+        w(f"   (in a fresh state directory for every drain, baton-fresh: {fmt_ms(ms(bf))} ms, "
+          f"ratio {fmt_ratio(bf / f_)}, paired {fmt_ratio(paired('baton-fresh', small))})")
     bl = med("baton", large)
     if large != small and b is not None and bl is not None:
         w(f"2. baton per-job at N={large} within {CLAIM_SCALING}x of N={small}: "
@@ -174,6 +179,10 @@ def main():
           + ("" if (small, large) == (200, 2000) else " (the claim is stated for 200 → 2000)"))
     else:
         w(f"2. scaling of baton from N=200 to N=2000: not measured (SIZES={a.sizes!r})")
+    bfl = med("baton-fresh", large)
+    if large != small and bf is not None and bfl is not None:
+        w(f"   (baton-fresh, a fresh state directory for every drain: {fmt_ms(ms(bfl))} vs "
+          f"{fmt_ms(ms(bf))} ms, ratio {fmt_ratio(bfl / bf)})")
     if "baton" in unc_med and "true" in unc_med:
         d = unc_med["baton"] - unc_med["true"]
         w(f"3. baton adds < {CLAIM_UNCONTENDED_MS:g} ms over `true` uncontended: "

@@ -24,6 +24,11 @@
 #                       machines); TARGET= (empty) measures the default build
 #   GLIBC=1             also measure the default (glibc, dynamic) build as
 #                       "baton-glibc" (0: leave it out)
+#   FRESH=1             also measure baton in a fresh, empty state directory
+#                       for every drain, as "baton-fresh" (0: leave it out).
+#                       "baton" and "baton-glibc" each keep one state
+#                       directory for the whole run, as /run/baton is kept on
+#                       a real machine (its spare job files are reused).
 #   BATON_BIN=path      use this baton binary (implies BUILD=0, GLIBC=0)
 #   FLOCK=/usr/bin/flock
 #   KEEP=0              1: keep the scratch directory (raw data, job logs)
@@ -48,6 +53,7 @@ PAUSE=${PAUSE:-1}
 BUILD=${BUILD:-1}
 TARGET=${TARGET-$(uname -m)-unknown-linux-musl}
 GLIBC=${GLIBC:-1}
+FRESH=${FRESH:-1}
 FLOCK=${FLOCK:-/usr/bin/flock}
 KEEP=${KEEP:-0}
 
@@ -185,15 +191,19 @@ drain() {
     local -a cmd pids=()
     work=$(mktemp -d "$SCRATCH/$tool-$n-$round.XXXXXX")   # mode 0700, fresh
     log=$work.log
+    # baton's state directory: kept across drains (one per build), or, for
+    # baton-fresh, the drain's own new directory.
+    local state=$SCRATCH/state-$tool
     case $tool in
         baton) cmd=("$BATON" run -l x -- true) ;;
+        baton-fresh) cmd=("$BATON" run -l x -- true); state=$work ;;
         baton-glibc) cmd=("$BATON_GLIBC" run -l x -- true) ;;
-        flock) cmd=("$FLOCK" "$work/lockfile" true) ;;
+        flock) mkdir -p "$state"; cmd=("$FLOCK" "$state/lockfile" true) ;;
         busy)  cmd=(sh -c 'until mkdir "$1" 2>/dev/null; do sleep 0.5; done; true; rmdir "$1"' sh "$work/lockdir") ;;
         none)  cmd=("$TRUE_BIN") ;;   # fork+exec, no lock: the launch floor
         *) die "unknown tool $tool" ;;
     esac
-    export BATON_DIR=$work   # only baton reads it
+    export BATON_DIR=$state   # only baton reads it
 
     t0=${EPOCHREALTIME/[.,]/}
     {
@@ -213,7 +223,7 @@ drain() {
         kill -0 "$$" 2>/dev/null || exit 0   # the script is gone: touch nothing
         : >"$work.hung"
         if [[ $tool == baton* ]]; then
-            timeout -k 2 10 "$BATON" status --dir "$work" >"$work.status" 2>&1 || true
+            timeout -k 2 10 "$BATON" status --dir "$state" >"$work.status" 2>&1 || true
         fi
         kill -TERM "${pids[@]}" 2>/dev/null || true
         read -r -t 5 _ <>"$WD_FIFO" || true
@@ -254,7 +264,7 @@ drain() {
     # baton should leave nothing but its mutex file and spare job files (s.N).
     if [[ $tool == baton* ]]; then
         local left
-        left=$(cd "$work" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' | head -n 5)
+        left=$(cd "$state" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' | head -n 5)
         [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after N=$n round $round: ${left//$'\n'/ }"
     fi
     if [[ $tool == busy && -e $work/lockdir ]]; then
@@ -274,6 +284,7 @@ drain() {
 
 # --- header ------------------------------------------------------------------
 tools=(baton)
+[[ $FRESH == 1 ]] && tools+=(baton-fresh)
 [[ $GLIBC == 1 ]] && tools+=(baton-glibc)
 tools+=(flock)
 [[ $BUSY == 1 ]] && tools+=(busy)
@@ -285,11 +296,14 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
 
 # --- drain -------------------------------------------------------------------
 for n in $SIZES; do
-    # One unrecorded warm-up per tool (small), so the first measured round does
-    # not pay for cold page cache.
-    w=$(( n < 50 ? n : 50 ))
+    # One unrecorded warm-up per tool, so the first measured round does not
+    # pay for cold page cache; at full size for baton in its kept directory,
+    # which then holds the spare job files a drain of N leaves, as a real
+    # state directory would after its first burst.
     for tool in "${tools[@]}"; do
         [[ $tool == busy ]] && (( n > BUSY_MAX )) && continue
+        w=$(( n < 50 ? n : 50 ))
+        [[ $tool == baton || $tool == baton-glibc ]] && w=$n
         drain "$tool" "$w" 0
     done
     for (( r = 1; r <= ROUNDS; r++ )); do

@@ -326,39 +326,55 @@ impl StateDir {
         let _ = unlinkat(&self.fd, job_name(seq).as_str(), UnlinkatFlags::NoRemoveDir);
     }
 
-    /// The spare job files (`s.<k>`) as a bitmap, kept in bytes 8..16 of
-    /// `lock`. Called under the mutex.
-    fn spares(&self) -> u64 {
-        let mut buf = [0u8; 8];
-        match nix::sys::uio::pread(&self.lock, &mut buf, 8) {
-            Ok(8) => u64::from_le_bytes(buf),
-            _ => 0,
+    /// The spare job files (`s.<k>`) as a bitmap, kept in bytes
+    /// `8..8 + SPARES / 8` of `lock` (missing bytes read as zero). Called
+    /// under the mutex.
+    fn spares(&self) -> Spares {
+        let mut buf = [0u8; SPARES / 8];
+        let mut got = 0;
+        while got < buf.len() {
+            match nix::sys::uio::pread(&self.lock, &mut buf[got..], (8 + got) as i64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(_) => return Spares::default(),
+            }
         }
+        let mut bits = Spares::default();
+        for (word, bytes) in bits.0.iter_mut().zip(buf.chunks_exact(8)) {
+            *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+        }
+        bits
     }
 
-    fn set_spares(&self, bits: u64) {
-        let _ = write_all_at(&self.lock, &bits.to_le_bytes(), 8);
+    /// Write back the words of the bitmap that differ from `before`.
+    fn set_spares(&self, before: &Spares, after: &Spares) {
+        for (i, (a, b)) in before.0.iter().zip(&after.0).enumerate() {
+            if a != b {
+                let _ = write_all_at(&self.lock, &b.to_le_bytes(), 8 + 8 * i as u64);
+            }
+        }
     }
 
     /// A finished job's file, renamed to `j.<seq>` and locked alive and
     /// waiting, if a spare is free: nobody holds its [`ofd::INTEREST`]
     /// byte (no waiter, joiner or preemptor still has it open) nor its
     /// [`ofd::ALIVE`] byte. Never in a shared directory (a spare is owned by
-    /// the user whose job left it). Called under the mutex.
+    /// the user whose job left it). Spares are taken from the low end of the
+    /// bitmap and retired to the high end, so the file just retired, which
+    /// its waiters may still hold, is the last one tried. Called under the
+    /// mutex.
     fn take_spare(&self, seq: Seq) -> Option<OwnedFd> {
         if self.shared {
             return None;
         }
         let before = self.spares();
-        let mut bits = before;
+        let mut bits = before.clone();
         let mut taken = None;
-        for k in 0..SPARES {
-            if before & (1 << k) == 0 {
-                continue;
-            }
+        for k in before.ones() {
             let name = spare_name(k);
             let Ok(Some(fd)) = self.open_file(&name, OFlag::O_RDWR, 0) else {
-                bits &= !(1 << k);
+                bits.clear(k);
                 continue;
             };
             // Someone still has it open for the job it was: keep it spare.
@@ -382,34 +398,35 @@ impl StateDir {
             if exists {
                 break;
             }
-            bits &= !(1 << k);
+            bits.clear(k);
             if renameat(&self.fd, name.as_str(), &self.fd, target.as_str()).is_ok() {
                 taken = Some(fd);
             }
             break;
         }
-        if bits != before {
-            self.set_spares(bits);
-        }
+        self.set_spares(&before, &bits);
         taken
     }
 
     /// Remove a finished job's file, or keep it as a spare for a new job.
     /// Called under the mutex, once no process of the job holds it.
     fn retire_job_file(&self, seq: Seq) {
-        let bits = self.spares();
-        if !self.shared
-            && let Some(k) = (0..SPARES).find(|k| bits & (1 << k) == 0)
-            && renameat(
-                &self.fd,
-                job_name(seq).as_str(),
-                &self.fd,
-                spare_name(k).as_str(),
-            )
-            .is_ok()
-        {
-            self.set_spares(bits | (1 << k));
-            return;
+        if !self.shared {
+            let before = self.spares();
+            if let Some(k) = before.highest_free()
+                && renameat(
+                    &self.fd,
+                    job_name(seq).as_str(),
+                    &self.fd,
+                    spare_name(k).as_str(),
+                )
+                .is_ok()
+            {
+                let mut after = before.clone();
+                after.set(k);
+                self.set_spares(&before, &after);
+                return;
+            }
         }
         self.remove_job_file(seq);
     }
@@ -503,9 +520,57 @@ fn job_name(seq: Seq) -> String {
 }
 
 /// How many finished job files are kept for reuse (one bit each in `lock`).
-const SPARES: u32 = 64;
+/// Enough for the longest queues measured (2000 waiting jobs), so that a
+/// state directory that has seen a burst allocates no inode for the next
+/// one; a spare costs one small file (on ext4, one 4 KiB block).
+const SPARES: usize = 4096;
 
-fn spare_name(k: u32) -> String {
+/// The bitmap of the spare job files: bit `k` set means `s.<k>` is kept.
+#[derive(Clone)]
+struct Spares([u64; SPARES / 64]);
+
+impl Default for Spares {
+    fn default() -> Self {
+        Spares([0; SPARES / 64])
+    }
+}
+
+impl Spares {
+    /// The set bits, lowest first.
+    fn ones(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    64 * i + b
+                })
+            })
+        })
+    }
+
+    /// The highest clear bit, if any.
+    fn highest_free(&self) -> Option<usize> {
+        let (i, w) = self
+            .0
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, w)| **w != u64::MAX)?;
+        Some(64 * i + 63 - (!w).leading_zeros() as usize)
+    }
+
+    fn set(&mut self, k: usize) {
+        self.0[k / 64] |= 1 << (k % 64);
+    }
+
+    fn clear(&mut self, k: usize) {
+        self.0[k / 64] &= !(1 << (k % 64));
+    }
+}
+
+fn spare_name(k: usize) -> String {
     format!("s.{k}")
 }
 
@@ -1571,6 +1636,25 @@ fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut at: u64) -> nix::Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_spare_bitmap_lists_set_bits_lowest_first_and_finds_the_highest_free() {
+        let mut b = Spares::default();
+        assert_eq!(b.ones().count(), 0);
+        assert_eq!(b.highest_free(), Some(SPARES - 1));
+        for k in [0, 63, 64, 1000, SPARES - 1] {
+            b.set(k);
+        }
+        assert_eq!(b.ones().collect::<Vec<_>>(), [0, 63, 64, 1000, SPARES - 1]);
+        assert_eq!(b.highest_free(), Some(SPARES - 2));
+        b.clear(63);
+        assert_eq!(b.ones().collect::<Vec<_>>(), [0, 64, 1000, SPARES - 1]);
+        let mut full = Spares([u64::MAX; SPARES / 64]);
+        assert_eq!(full.highest_free(), None);
+        full.clear(130);
+        assert_eq!(full.highest_free(), Some(130));
+        assert_eq!(full.ones().count(), SPARES - 1);
+    }
+
     fn queued<'d>(dir: &'d StateDir, name: &str) -> Box<Job<'d>> {
         let info = JobInfo {
             name: name.into(),
@@ -1605,6 +1689,43 @@ mod tests {
             live.iter().any(|j| j.seq == b.seq && !j.entries.is_empty()),
             "b's record must survive a's finish"
         );
+    }
+
+    /// A burst of more than 64 jobs (the old limit) leaves one spare per job, and
+    /// the next burst reuses those inodes instead of allocating new ones.
+    #[test]
+    fn a_burst_leaves_spares_that_the_next_burst_reuses() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let dir = StateDir::open(&path, true).unwrap().unwrap();
+        let inodes = |prefix: &str| -> std::collections::BTreeSet<u64> {
+            std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.metadata().unwrap().ino())
+                .collect()
+        };
+        let burst = |n: usize| {
+            let jobs: Vec<_> = (0..n).map(|i| queued(&dir, &format!("job{i}"))).collect();
+            let files = inodes("j.");
+            for job in jobs {
+                (*job).finish(0);
+            }
+            files
+        };
+        let first = burst(100);
+        assert_eq!(first.len(), 100);
+        let spares = inodes("s.");
+        assert_eq!(spares, first, "every finished job's file is kept");
+        assert!(
+            path.join(format!("s.{}", SPARES - 1)).exists(),
+            "retired to the top"
+        );
+        let second = burst(100);
+        assert_eq!(second, first, "the second burst allocated no inode");
+        assert!(inodes("j.").is_empty());
     }
 
     #[test]

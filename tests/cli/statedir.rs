@@ -163,8 +163,8 @@ fn a_hostile_or_corrupt_state_dir_does_not_hang_or_break_baton() {
     std::fs::create_dir(w.state.join("j.6")).unwrap();
     symlink(&outside, w.state.join("j.7")).unwrap();
     std::fs::write(w.state.join("j.8"), "{not json").unwrap();
-    // A counter that is text, and a spare bitmap that claims all 64 spare
-    // job files, of which one is a symlink out, one a FIFO, one a directory.
+    // A counter that is text, and a spare bitmap that claims the first 64
+    // spare job files, of which one is a symlink out, one a FIFO, one a directory.
     std::fs::write(
         w.state.join("lock"),
         b"nonsense\xff\xff\xff\xff\xff\xff\xff\xff",
