@@ -261,10 +261,11 @@ drain() {
         note "ODD OUTPUT: $tool N=$n round $round printed unexpected lines (count, line):"
         printf '%s\n' "$odd" | sed 's/^/    /' | tee -a "$NOTES" >&2
     fi
-    # baton should leave nothing but its mutex file and spare job files (s.N).
+    # baton should leave nothing but its mutex file, spare job files (s.N)
+    # and empty queue files (one free record, kept for the next job).
     if [[ $tool == baton* ]]; then
         local left
-        left=$(cd "$state" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' | head -n 5)
+        left=$(cd "$state" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' ! \( -name 'q.*' -size -65c \) | head -n 5)
         [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after N=$n round $round: ${left//$'\n'/ }"
     fi
     if [[ $tool == busy && -e $work/lockdir ]]; then
@@ -356,7 +357,7 @@ if [[ $UNCONTENDED == 1 ]]; then
             ${BATON_GLIBC:+baton-glibc="$BATON_GLIBC run -l x -- true"} >&2
         UNC_JSON+=("$SCRATCH/uncontended-py.json")
     fi
-    left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' | head -n 5 || true)
+    left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' ! \( -name 'q.*' -size -65c \) | head -n 5 || true)
     [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after the uncontended runs: ${left//$'\n'/ }"
 fi
 

@@ -774,13 +774,14 @@ fn trim(fd: &OwnedFd, key: Key) -> bool {
         }
         end = start;
     }
-    if keep == 0 {
-        return true;
-    }
+    // An empty queue keeps one free record: the file stays, so that the next
+    // job of this resource neither creates it nor writes past its end.
+    let all_free = keep == 0;
+    let keep = keep.max(count.min(1));
     if keep < count || !size.is_multiple_of(RECORD as u64) {
         let _ = nix::unistd::ftruncate(fd, (keep * RECORD as u64) as i64);
     }
-    false
+    all_free
 }
 
 /// Read a job file's details (first line, then the patches after it).
@@ -1573,23 +1574,20 @@ fn remove(dir: &StateDir, seq: Seq, places: &[Place]) {
         {
             let _ = write_record(&place.queue, place.index, &[0u8; RECORD]);
         }
-        // An empty queue file can go: every job with a record in a queue
-        // file keeps it open, and new records are only written under the
-        // mutex, which we hold.
-        if trim(&place.queue, place.key) {
-            let _ = unlinkat(
-                &dir.fd,
-                queue_name(place.key).as_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
-        }
+        // An empty queue file stays for the next job of the resource
+        // (creating and deleting one per job is what costs on ext4); the
+        // periodic sweep removes it if it is still empty then.
+        trim(&place.queue, place.key);
     }
     dir.retire_job_file(seq);
 }
 
 impl StateDir {
-    /// Remove dead job files that no longer matter: a job file is needed
-    /// only while its job lives, and a record whose file is gone is dead.
+    /// Remove dead job files that no longer matter (a job file is needed
+    /// only while its job lives, and a record whose file is gone is dead),
+    /// and queue files with no record left. An empty queue file can go:
+    /// every job with a record in a queue file keeps it open, and records
+    /// are only written under the mutex, which the caller holds.
     fn sweep_orphans(&self) {
         let Ok(dirfd) = openat(
             &self.fd,
@@ -1612,6 +1610,13 @@ impl StateDir {
                 && !ofd::is_held(&fd, ofd::ALIVE).unwrap_or(true)
             {
                 self.remove_job_file(seq);
+            }
+            if let Some(key) = parse_queue_name(&name)
+                && let Ok(Some(fd)) = self.open_file(&name, OFlag::O_RDWR, 0)
+                && trim(&fd, key)
+            {
+                // EPERM: another user's, in a sticky shared directory.
+                let _ = unlinkat(&self.fd, name.as_str(), UnlinkatFlags::NoRemoveDir);
             }
         }
     }
@@ -1726,6 +1731,30 @@ mod tests {
         let second = burst(100);
         assert_eq!(second, first, "the second burst allocated no inode");
         assert!(inodes("j.").is_empty());
+    }
+
+    /// A queue file left empty stays (one free record) for the next job of
+    /// the resource, and the periodic sweep removes it.
+    #[test]
+    fn an_empty_queue_file_stays_until_the_sweep() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let dir = StateDir::open(&path, true).unwrap().unwrap();
+        let q = path.join(queue_name(key_of("x")));
+        let jobs: Vec<_> = (0..3).map(|i| queued(&dir, &format!("job{i}"))).collect();
+        assert_eq!(std::fs::metadata(&q).unwrap().len(), 3 * RECORD as u64);
+        for job in jobs {
+            (*job).finish(0);
+        }
+        assert_eq!(std::fs::metadata(&q).unwrap().len(), RECORD as u64);
+        assert!(dir.snapshot().unwrap().is_empty());
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&q).unwrap());
+        (*queued(&dir, "again")).finish(0);
+        let again = std::fs::metadata(&q).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&again), ino, "reused");
+        let _m = dir.lock().unwrap();
+        dir.sweep_orphans();
+        assert!(!q.exists(), "the sweep removes an empty queue file");
     }
 
     #[test]
