@@ -1752,9 +1752,18 @@ mod tests {
         (*queued(&dir, "again")).finish(0);
         let again = std::fs::metadata(&q).unwrap();
         assert_eq!(std::os::unix::fs::MetadataExt::ino(&again), ino, "reused");
+        // Hostile look-alikes are left alone, and nothing is followed.
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "").unwrap();
+        let link = path.join(queue_name(key_of("link")));
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let subdir = path.join(queue_name(key_of("dir")));
+        std::fs::create_dir(&subdir).unwrap();
         let _m = dir.lock().unwrap();
         dir.sweep_orphans();
         assert!(!q.exists(), "the sweep removes an empty queue file");
+        assert!(link.symlink_metadata().is_ok() && subdir.is_dir());
+        assert!(outside.exists());
     }
 
     #[test]
