@@ -10,16 +10,19 @@ behind the same calls (`Job::enqueue`, `attempt`, `wake_fd`, `leave`,
 # Layout (flat, every name chosen by baton)
 - `lock`: the mutex; an OFD write lock on byte 0 is held while a process
   reads queues and changes them. Critical sections are a few `pread`s and
-  `pwrite`s, never a wait. Its first 8 bytes are the arrival counter.
+  `pwrite`s, never a wait. Its first 8 bytes are the arrival counter, the
+  next 512 the bitmap of spare job files.
 - `j.<seq>`: a *job file*, one per job: its details as JSON lines, and the
   two locks that make it alive (byte 0) and waiting (byte 1). Others who
   keep it open read-lock byte 3 (interest).
-- `s.<k>`: a finished job's file kept for reuse (see [`StateDir::take_spare`]).
+- `s.<k>`: a finished job's file kept for reuse (see [`StateDir::take_spare`]),
+  up to [`SPARES`].
 - `q.<key>`: the queue of one resource, `key` being 32 hex digits of SHA-256
   of its name (so no name can reach outside the directory): an array of
   64-byte records `(seq, priority, slots, state, mode, name tag, flags,
   preemption count, check)`, one per job
-  that needs the resource; seq 0 is a free record. A decision reads its
+  that needs the resource; seq 0 is a free record. A queue file left empty
+  keeps one free record until the periodic sweep. A decision reads its
   resources' queue files in fixed-size `pread`s (see [`scan`]): no
   directory scan, no allocation per record.
 
@@ -1102,8 +1105,9 @@ impl<'d> Job<'d> {
             write_record(&place.queue, index, &encode(&entry, meta))
                 .map_err(|e| fail("writing a queue record for", e))?;
         }
-        // (Periodically, remove job files that no record points to any more:
-        // left by a process killed between creating its file and queueing.)
+        // (Periodically, remove job files that no record points to any more,
+        // left by a process killed between creating its file and queueing,
+        // and queue files left empty.)
         if seq % 256 == 0 {
             dir.sweep_orphans();
         }
