@@ -374,7 +374,13 @@ impl StateDir {
         let before = self.spares();
         let mut bits = before.clone();
         let mut taken = None;
+        let mut busy = 0;
         for k in before.ones() {
+            // Bounded, to keep the critical section short when many spares
+            // are still held (a mass cancellation): then create a file.
+            if busy == BUSY_SPARES_TRIED {
+                break;
+            }
             let name = spare_name(k);
             let Ok(Some(fd)) = self.open_file(&name, OFlag::O_RDWR, 0) else {
                 bits.clear(k);
@@ -386,6 +392,7 @@ impl StateDir {
                 || !ofd::try_write(&fd, ofd::WAITING).unwrap_or(false)
                 || ofd::is_held(&fd, ofd::RUN).unwrap_or(true)
             {
+                busy += 1;
                 continue;
             }
             let _ = ofd::unlock(&fd, ofd::INTEREST);
@@ -527,6 +534,10 @@ fn job_name(seq: Seq) -> String {
 /// state directory that has seen a burst allocates no inode for the next
 /// one; a spare costs one small file (on ext4, one 4 KiB block).
 const SPARES: usize = 4096;
+
+/// How many spares still held by someone a new job tries before it creates
+/// a file instead.
+const BUSY_SPARES_TRIED: usize = 8;
 
 /// The bitmap of the spare job files: bit `k` set means `s.<k>` is kept.
 #[derive(Clone)]
