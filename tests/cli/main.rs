@@ -180,6 +180,17 @@ pub fn under_pty(flags: &str, command: &str) -> Child {
         .expect("script(1) from util-linux")
 }
 
+/// Run `baton ARGS` (a shell-quoted string) in `w`'s state directory under
+/// a real pseudo-terminal (see [`under_pty`]).
+pub fn baton_under_pty(w: &World, args: &str) -> Child {
+    let cmd = format!(
+        "BATON_DIR={} {} {args}",
+        w.state.display(),
+        env!("CARGO_BIN_EXE_baton")
+    );
+    under_pty("-qefc", &cmd)
+}
+
 /// Wait for a condition, re-checking it briefly, and fail after [`DEADLINE`].
 pub fn await_that(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

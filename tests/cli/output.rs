@@ -115,12 +115,7 @@ fn on_a_terminal_the_waiting_line_is_live() {
     use std::io::Read;
     let w = World::new();
     let h = w.hold("holder", &["-l", "x"]);
-    let cmd = format!(
-        "BATON_DIR={} {} run --name tty -l x -- true",
-        w.state.display(),
-        env!("CARGO_BIN_EXE_baton")
-    );
-    let mut script = under_pty("-qefc", &cmd);
+    let mut script = baton_under_pty(&w, "run --name tty -l x -- true");
     let mut out = script.stdout.take().unwrap();
     // Read until the line has been drawn twice: once on entry, once by the
     // one-second refresh that keeps "for how long" true.
@@ -194,12 +189,7 @@ fn under_systemd_the_wait_and_the_run_are_reported_with_sd_notify_status() {
 fn on_a_terminal_an_interactive_command_can_read_it() {
     use std::io::{Read, Write};
     let w = World::new();
-    let cmd = format!(
-        "BATON_DIR={} {} run -q -l x -- sh -c 'read line; echo \"got $line\"'",
-        w.state.display(),
-        env!("CARGO_BIN_EXE_baton")
-    );
-    let mut script = under_pty("-qefc", &cmd);
+    let mut script = baton_under_pty(&w, "run -q -l x -- sh -c 'read line; echo \"got $line\"'");
     let mut input = script.stdin.take().unwrap();
     input.write_all(b"hello\n").unwrap();
     // Bounded: a command stopped by SIGTTIN would never end.
