@@ -334,15 +334,7 @@ impl StateDir {
     /// under the mutex.
     fn spares(&self) -> Spares {
         let mut buf = [0u8; SPARES / 8];
-        let mut got = 0;
-        while got < buf.len() {
-            match nix::sys::uio::pread(&self.lock, &mut buf[got..], (8 + got) as i64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(Errno::EINTR) => {}
-                Err(_) => return Spares::default(),
-            }
-        }
+        read_at(&self.lock, &mut buf, 8);
         let mut bits = Spares::default();
         for (word, bytes) in bits.0.iter_mut().zip(buf.chunks_exact(8)) {
             *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
