@@ -2,6 +2,7 @@
 //! (exit 77) of unsafe directories, and robustness to a hostile or corrupt
 //! one.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
 
 use sha2::{Digest, Sha256};
@@ -203,4 +204,40 @@ fn a_hostile_or_corrupt_state_dir_does_not_hang_or_break_baton() {
     .unwrap();
     assert_eq!(w2.code(&["run", "-l", "x", "--", "true"]), 77);
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+}
+
+/// In a state directory in use, a job creates and removes no file: the
+/// second run reuses the first one's job file (a spare) and its queue file
+/// (kept, empty, for the next job of the resource).
+#[test]
+fn sequential_jobs_reuse_the_same_files() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let files = || -> BTreeMap<String, (u64, u64)> {
+        std::fs::read_dir(&w.state)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    (m.ino(), m.len()),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(w.code(&["run", "-l", "x", "--", "true"]), 0);
+    let first = files();
+    let names: Vec<_> = first.keys().map(|n| n.split('.').next().unwrap()).collect();
+    assert_eq!(names, ["lock", "q", "s"], "{first:?}");
+    let queue = first.iter().find(|(n, _)| n.starts_with("q.")).unwrap().1;
+    assert_eq!(queue.1, 64, "one free record");
+    assert_eq!(w.code(&["run", "-l", "x", "--", "true"]), 0);
+    let inodes = |f: &BTreeMap<String, (u64, u64)>| f.values().map(|v| v.0).collect::<Vec<_>>();
+    let mut a = inodes(&first);
+    let mut b = inodes(&files());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same inodes, none created");
+    assert_eq!(w.queue("x"), (vec![], vec![]));
 }
