@@ -269,6 +269,16 @@ pub fn main() -> u8 {
     } else {
         Cli::try_parse()
     };
+    if !matches!(
+        parsed,
+        Ok(Cli {
+            command: Cmd::Run(_)
+        })
+    ) {
+        // Only `baton run` handles the terminating signals (help may block
+        // on a pipe: it must stay killable).
+        crate::signals::unblock_terminating();
+    }
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

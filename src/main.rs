@@ -23,5 +23,7 @@ mod unit;
 static GLOBAL: alloc::Bump = alloc::Bump::new();
 
 fn main() -> std::process::ExitCode {
+    // SIGHUP, SIGINT and SIGTERM are blocked already, before the runtime
+    // started (see `signals::BLOCK_AT_START`).
     std::process::ExitCode::from(cli::main())
 }

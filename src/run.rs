@@ -24,7 +24,7 @@ use nix::unistd::{AccessFlags, Pid, access};
 
 use crate::error::{Error, Result, exit};
 use crate::progress::Progress;
-use crate::signals::Signals;
+use crate::signals::{Sig, Signals};
 use crate::store::{Attempt, Entered, Job, JobInfo, Joined, Options, Resource, StateDir, now_ms};
 use crate::terminal::Terminal;
 
@@ -49,6 +49,10 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<u8> {
     let signals = Signals::install()
         .map_err(|e| Error::Internal(format!("installing signal handlers: {e}")))?;
+    // A signal that came while the arguments were parsed: nothing is queued.
+    if let Some(sig) = signals.take() {
+        return Ok(sig.exit_code());
+    }
     let program = resolve(&args.command[0])?;
     let dir = StateDir::open(&args.dir, true)?
         .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
@@ -119,23 +123,46 @@ pub fn run(args: RunArgs) -> Result<u8> {
             job.leave();
             return Ok(sig.exit_code());
         }
-        job.make_inheritable()?;
-        let mut cmd = Command::new(&program);
-        cmd.arg0(&args.command[0])
-            .args(&args.command[1..])
-            .process_group(0);
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let err = spawn_error(&args.command[0], e);
-                job.finish(i32::from(err.exit_code()));
-                return Err(err);
+        // A preemption from now on comes with a SIGURG; one that came before
+        // is in the records. Preempted before it started: the run is not
+        // started at all, and the job goes back to its place.
+        signals.preempt_requested();
+        let ended = if job.is_preempted() {
+            job.unspawned();
+            Ended {
+                status: 0,
+                timed_out: false,
+                preempted: true,
+                stop: None,
             }
+        } else {
+            job.make_inheritable()?;
+            let mut cmd = Command::new(&program);
+            cmd.arg0(&args.command[0])
+                .args(&args.command[1..])
+                .process_group(0);
+            let child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    let err = spawn_error(&args.command[0], e);
+                    job.finish(i32::from(err.exit_code()));
+                    return Err(err);
+                }
+            };
+            job.spawned(child.id() as i32);
+            progress.running(&info.command.join(" "), child.id());
+            supervise(child, &signals, args.timeout, args.grace, &|| {
+                job.is_preempted()
+            })?
         };
-        job.spawned(child.id() as i32);
-        progress.running(&info.command.join(" "), child.id());
-        let (status, timed_out) = supervise(child, &signals, args.timeout, args.grace)?;
-        if !timed_out && job.is_preempted() {
+        if ended.preempted && !ended.timed_out {
+            // Baton stopped the command for a preemption: once every process
+            // of it is gone, the job runs again from its place, unless its
+            // caller asked it to stop meanwhile.
+            if let Some(sig) = linger(&mut job, &signals, ended.stop)? {
+                job.leave();
+                return Ok(sig.exit_code());
+            }
             let count = job.requeue()?;
             progress.preempted(count);
             // Back at its old place; --wait-timeout no longer applies.
@@ -144,14 +171,33 @@ pub fn run(args: RunArgs) -> Result<u8> {
             continue;
         }
         // The final status is what coalesced joiners exit with too.
-        let code = if timed_out {
+        let code = if ended.timed_out {
             i32::from(exit::TIMEOUT)
         } else {
-            status
+            ended.status
         };
         job.finish(code);
         return Ok(code as u8);
     }
+}
+
+/// After a run stopped for a preemption: sleep until every process of the
+/// command is gone (the run lock is free), in one `poll` with the signals,
+/// passing each one on to the command's group. Returns the signal that
+/// asked baton to stop (before or during this wait), if any: then the job
+/// leaves instead of running again.
+fn linger(job: &mut Job, signals: &Signals, mut stop: Option<Sig>) -> Result<Option<Sig>> {
+    while !job.run_ended()? {
+        let (sig_ready, wake_ready) = sleep(signals, job.wake_fd(), None)?;
+        if sig_ready && let Some(sig) = signals.take() {
+            job.signal_command(sig.signal());
+            stop = Some(sig);
+        }
+        if wake_ready {
+            job.drain_wakes();
+        }
+    }
+    Ok(stop.or_else(|| signals.take()))
 }
 
 /// Sleep until the run a `--coalesce` job joined has ended, and return its
@@ -227,15 +273,31 @@ fn wait(
     }
 }
 
-/// Run the command to its end, passing on signals and enforcing `--timeout`.
-/// Returns its exit status (128+N if killed by signal N) and whether the
-/// timeout fired.
+/// How a run ended.
+struct Ended {
+    /// The command's exit status (128+N if killed by signal N).
+    status: i32,
+    /// `--timeout` fired.
+    timed_out: bool,
+    /// Baton stopped the command because a preempting job asked it to:
+    /// the command had not exited when the request came.
+    preempted: bool,
+    /// A terminating signal baton received (and passed on) meanwhile.
+    stop: Option<Sig>,
+}
+
+/// Run the command to its end, passing on signals, enforcing `--timeout`,
+/// and stopping it (SIGTERM to its group) when a preempting job asks
+/// (SIGURG) and `preempted()` confirms it. The rule that decides whether a
+/// preempted run is repeated lives here: only if the command was still
+/// running when the request was acted on.
 fn supervise(
     child: Child,
     signals: &Signals,
     timeout: Option<Duration>,
     grace: Duration,
-) -> Result<(i32, bool)> {
+    preempted: &dyn Fn() -> bool,
+) -> Result<Ended> {
     let group = Pid::from_raw(child.id() as i32);
     let terminal = Terminal::foreground();
     if let Some(t) = &terminal {
@@ -243,7 +305,15 @@ fn supervise(
     }
     let mut term_at = timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
-    let mut timed_out = false;
+    let mut ended = Ended {
+        status: 0,
+        timed_out: false,
+        preempted: false,
+        stop: None,
+    };
+    // Whether a SIGURG came with the last wake-up (one that came between
+    // the spawn and the first `poll` makes that `poll` return at once).
+    let mut asked = false;
     loop {
         let code = match waitpid(group, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
             Ok(WaitStatus::Exited(_, code)) => Some(code),
@@ -261,12 +331,19 @@ fn supervise(
             if let Some(t) = &terminal {
                 t.take_back();
             }
-            return Ok((code, timed_out));
+            ended.status = code;
+            return Ok(ended);
+        }
+        // Checked just after waitpid found the command still running: a
+        // command that had exited is done, whatever the preemptor wants.
+        if asked && !ended.preempted && preempted() {
+            ended.preempted = true;
+            let _ = killpg(group, Signal::SIGTERM);
         }
         let now = Instant::now();
         if term_at.is_some_and(|t| t <= now) {
             term_at = None;
-            timed_out = true;
+            ended.timed_out = true;
             kill_at = Some(now + grace);
             let _ = killpg(group, Signal::SIGTERM);
         }
@@ -285,8 +362,10 @@ fn supervise(
             Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
         }
         signals.child_exited();
+        asked = signals.preempt_requested();
         if let Some(sig) = signals.take() {
             let _ = killpg(group, sig.signal());
+            ended.stop = Some(sig);
         }
     }
 }

@@ -5,7 +5,15 @@ deadline at once.
 
 While waiting, SIGTERM, SIGINT and SIGHUP make baton leave the queue and exit
 128+N. While running, they are passed on to the command's process group.
-SIGCHLD only wakes the running loop to reap the command.
+SIGCHLD only wakes the running loop to reap the command. SIGURG is how a
+preempting job asks a `--preemptible` job's baton to stop its command (it is
+ignored by default, so one sent to a pid that was reused harms no one).
+
+The three terminating signals are blocked before `main` runs
+([`BLOCK_AT_START`]), so before the arguments are parsed: one that arrives
+before the handlers exist stays pending instead of killing baton by the
+default action, and is acted on (exit 128+N) once they are installed. Every
+subcommand but `run` lets them through again at once.
 */
 
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
@@ -13,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 
 /// The signals that end a wait or are passed to the command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +58,48 @@ impl Sig {
 static LAST: AtomicUsize = AtomicUsize::new(0);
 /// Whether SIGCHLD arrived since the last `child_exited`.
 static CHILD: AtomicBool = AtomicBool::new(false);
+/// Whether SIGURG (a preemptor's request) arrived since the last
+/// `preempt_requested`.
+static URG: AtomicBool = AtomicBool::new(false);
+
+fn terminating() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in Sig::ALL {
+        set.add(s.signal());
+    }
+    set
+}
+
+/// An ELF constructor: the C library runs it before the Rust runtime and
+/// `main`, so a SIGTERM that comes in baton's first instants (systemd
+/// stopping a unit just started) is held pending, never acted on by the
+/// default action. The time before it (the kernel's exec, the dynamic
+/// loader of a glibc build) cannot be covered from inside the process.
+#[cfg(not(test))]
+#[used]
+// SAFETY: `.init_array` holds pointers to `extern "C" fn()`s, which is
+// what this static is; the function only calls pthread_sigmask(3), which
+// needs nothing the runtime sets up.
+#[unsafe(link_section = ".init_array")]
+static BLOCK_AT_START: extern "C" fn() = {
+    extern "C" fn block() {
+        block_terminating();
+    }
+    block
+};
+
+/// Hold SIGHUP, SIGINT and SIGTERM pending until [`Signals::install`] (or
+/// [`unblock_terminating`]) lets them through.
+#[cfg_attr(test, allow(dead_code))]
+fn block_terminating() {
+    let _ = terminating().thread_block();
+}
+
+/// Deliver the terminating signals again, by their default action where no
+/// handler is installed (every subcommand but `run`).
+pub fn unblock_terminating() {
+    let _ = terminating().thread_unblock();
+}
 
 /// Installed handlers: the read end of the self-pipe, which wakes `poll`.
 /// The flags live in statics because a handler outlives any value.
@@ -67,15 +117,15 @@ impl Signals {
         let tx = tx.into_raw_fd();
         let handlers = Sig::ALL
             .iter()
-            .map(|s| (s.signal() as i32, false))
-            .chain([(libc::SIGCHLD, true)]);
-        for (n, is_child) in handlers {
+            .map(|s| (s.signal() as i32, Flag::Last))
+            .chain([(libc::SIGCHLD, Flag::Child), (libc::SIGURG, Flag::Urg)]);
+        for (n, flag) in handlers {
             let action = move || {
                 let errno = Errno::last_raw();
-                if is_child {
-                    CHILD.store(true, Ordering::SeqCst);
-                } else {
-                    LAST.store(n as usize, Ordering::SeqCst);
+                match flag {
+                    Flag::Last => LAST.store(n as usize, Ordering::SeqCst),
+                    Flag::Child => CHILD.store(true, Ordering::SeqCst),
+                    Flag::Urg => URG.store(true, Ordering::SeqCst),
                 }
                 // SAFETY: write(2) on a descriptor this process keeps open;
                 // a full pipe already holds a wake-up, so EAGAIN is fine.
@@ -87,6 +137,8 @@ impl Signals {
             // handles is one the runtime needs (SIGSEGV and the like).
             unsafe { signal_hook::low_level::register(n, action) }?;
         }
+        // Handled from here on: one that came early is delivered now.
+        unblock_terminating();
         Ok(Signals { rx })
     }
 
@@ -106,6 +158,22 @@ impl Signals {
         drain(&self.rx);
         CHILD.swap(false, Ordering::SeqCst)
     }
+
+    /// Whether SIGURG (a preempting job's request to stop the command)
+    /// arrived since the last call. Only a hint: the queue records say
+    /// whether the job really is preempted.
+    pub fn preempt_requested(&self) -> bool {
+        drain(&self.rx);
+        URG.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Which flag a handler sets.
+#[derive(Clone, Copy)]
+enum Flag {
+    Last,
+    Child,
+    Urg,
 }
 
 /// Empty the non-blocking pipe.

@@ -48,8 +48,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, openat, renameat};
+use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode as Perm, SFlag, fchmod, fstat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::unistd::{Pid, UnlinkatFlags, unlinkat};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -830,8 +831,8 @@ enum Decided {
     Blocked {
         sleepers: Vec<(Seq, i64, OwnedFd)>,
         blocked: queue::Blocked,
-        /// Jobs this decision marked as preempted, with their job files.
-        victims: Vec<(Seq, OwnedFd)>,
+        /// Jobs this decision chose to preempt.
+        victims: Vec<Chosen>,
     },
 }
 
@@ -852,8 +853,45 @@ pub struct Options {
 
 /// A running job this one preempted, until its processes are gone.
 struct Victim {
+    seq: Seq,
     fd: OwnedFd,
     kill_at: std::time::Instant,
+}
+
+/// A job a decision has just chosen to preempt, to be told after the mutex
+/// is released.
+struct Chosen {
+    seq: Seq,
+    fd: OwnedFd,
+    /// Its baton still supervises it (it holds the supervisor byte of its
+    /// records, see [`supervisor_byte`]): the baton is asked to stop its own
+    /// command, so that it knows whether the command had ended first.
+    /// Otherwise the command's group is sent SIGTERM directly.
+    supervised: bool,
+}
+
+/// The byte of queue record `index` that a `--preemptible` job's baton
+/// write-locks, on its own descriptor of the queue file (close-on-exec, so
+/// never the command's), for as long as it lives to supervise its command.
+/// The last byte of a record: always 0 in the data, so locking it changes
+/// nothing a reader decodes. Held: a preemptor asks the baton (SIGURG) to
+/// stop its command; free: the baton is gone, and the preemptor signals the
+/// command itself.
+fn supervisor_byte(index: u64) -> i64 {
+    (index * RECORD as u64 + RECORD as u64 - 1) as i64
+}
+
+/// The byte whose lock says that job `e` holds its resources: a running
+/// `--preemptible` job holds exactly while a process of its command lives
+/// ([`ofd::RUN`]: its baton lives on after a preempted run, to queue again,
+/// and must not block anyone meanwhile); any other job while it is alive
+/// ([`ofd::ALIVE`]).
+fn hold_byte(e: &Entry, m: &Meta) -> i64 {
+    if e.state == State::Running && m.preemptible {
+        ofd::RUN
+    } else {
+        ofd::ALIVE
+    }
 }
 
 /// One resource of this job: its queue file and the index of its record.
@@ -892,6 +930,8 @@ pub struct Job<'d> {
     /// `--preemptible`, while granted and not yet spawned: the descriptor
     /// holding [`ofd::RUN`] that only the command inherits.
     run_fd: Option<OwnedFd>,
+    /// The command's pid (and process group) once spawned.
+    child: Option<i32>,
     victims: Vec<Victim>,
 }
 
@@ -1129,8 +1169,10 @@ impl<'d> Job<'d> {
             opts,
             meta,
             run_fd: None,
+            child: None,
             victims: Vec::new(),
         };
+        job.supervise_records();
         let decided = job.decide(view)?;
         drop(m);
         let attempt = job.settle(decided)?;
@@ -1195,20 +1237,23 @@ impl<'d> Job<'d> {
             if self.opts.preempt {
                 self.preempt(&request, &entries, &mut view, &mut victims);
             }
-            // Verify the targets hold before sleeping on them. A preempted
-            // job holds while its command's processes live (byte RUN),
-            // any other while it lives (byte ALIVE). One that no longer
-            // holds is left out and the rule applied again; it is removed
-            // for good once nothing of it is left.
-            let preempted = |t: Seq| {
+            // Verify the targets hold before sleeping on them, and sleep on
+            // the byte whose release ends their hold (see [`hold_byte`]): a
+            // running preemptible job's RUN, so that whoever sleeps on it is
+            // woken when its command's processes are gone, even if its baton
+            // lives on and queues again. One that no longer holds is left
+            // out and the rule applied again; it is removed for good once
+            // nothing of it is left.
+            let hold_of = |t: Seq| {
                 view.entries
                     .iter()
-                    .any(|(e, .., m)| e.rank.seq == t && m.preempted)
+                    .find(|(e, ..)| e.rank.seq == t)
+                    .map_or(ofd::ALIVE, |(e, .., m)| hold_byte(e, m))
             };
             let mut gone = Vec::new();
             let mut sleepers = Vec::new();
             for &t in blocked.wait.targets() {
-                let hold = if preempted(t) { ofd::RUN } else { ofd::ALIVE };
+                let hold = hold_of(t);
                 match self.dir.open_job(t) {
                     Some(fd) if ofd::is_held(&fd, hold).unwrap_or(true) => {
                         let byte = if matches!(blocked.wait, Wait::LeftQueue(_)) {
@@ -1255,17 +1300,18 @@ impl<'d> Job<'d> {
 
     /// `--preempt`: if the grant rule allows interrupting the running jobs
     /// that block this one, mark their records preempted (under the mutex)
-    /// and collect them to be signalled. Only the same user's jobs (root:
-    /// anyone's), never one preempted [`queue::MAX_PREEMPTIONS`] times.
+    /// and collect them to be told. Only the same user's jobs (root:
+    /// anyone's), never one preempted [`queue::MAX_PREEMPTIONS`] times, and
+    /// only jobs whose command still runs (RUN held: one whose command has
+    /// ended holds nothing, and is left out by the caller's check).
     fn preempt(
         &self,
         request: &queue::Request,
         entries: &[Entry],
         view: &mut View,
-        victims: &mut Vec<(Seq, OwnedFd)>,
+        victims: &mut Vec<Chosen>,
     ) {
         let me = nix::unistd::geteuid();
-        let mut files: Vec<(Seq, OwnedFd)> = Vec::new();
         let allowed = |seq: Seq| {
             let metas: Vec<Meta> = view
                 .entries
@@ -1279,25 +1325,34 @@ impl<'d> Job<'d> {
             willing
                 && self.dir.open_job(seq).is_some_and(|fd| {
                     fstat(&fd).is_ok_and(|st| me.is_root() || st.st_uid == me.as_raw())
+                        && ofd::is_held(&fd, ofd::RUN).unwrap_or(true)
                 })
         };
         let Some(chosen) = queue::victims(request, entries, allowed) else {
             return;
         };
         for seq in chosen {
-            let mut fresh = false;
+            // Already told by this job (it decides again on every wake-up).
+            if self.victims.iter().any(|v| v.seq == seq) {
+                continue;
+            }
+            let mut supervised = false;
             for (e, p, index, m) in view.entries.iter_mut().filter(|(e, ..)| e.rank.seq == seq) {
+                let queue = &self.places[*p].queue;
+                supervised |= ofd::is_held(queue, supervisor_byte(*index)).unwrap_or(false);
                 if !m.preempted {
                     m.preempted = true;
-                    fresh = true;
-                    let _ = write_record(&self.places[*p].queue, *index, &encode(e, *m));
+                    let _ = write_record(queue, *index, &encode(e, *m));
                 }
             }
-            if fresh && let Some(fd) = self.dir.open_job(seq) {
-                files.push((seq, fd));
+            if let Some(fd) = self.dir.open_job(seq) {
+                victims.push(Chosen {
+                    seq,
+                    fd,
+                    supervised,
+                });
             }
         }
-        victims.extend(files);
     }
 
     /// After the mutex is released: signal new victims, start the sleepers
@@ -1315,18 +1370,27 @@ impl<'d> Job<'d> {
             } => (sleepers, blocked, victims),
         };
         let mut preempting = Vec::new();
-        for (_, fd) in victims {
+        for Chosen {
+            seq,
+            fd,
+            supervised,
+        } in victims
+        {
             let info = read_info(&fd);
-            if let Some(child) = info.as_ref().and_then(|i| i.child) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            if let Some(i) = info {
+            if let Some(i) = &info {
+                if supervised {
+                    // Its baton stops the command, knowing whether it had
+                    // ended already (then the run is done, not repeated).
+                    // A pid whose baton just died could be reused meanwhile:
+                    // SIGURG is ignored by default, so a stranger is safe.
+                    let _ = signal(i.pid, Signal::SIGURG);
+                } else if let Some(child) = i.child {
+                    let _ = killpg(child, Signal::SIGTERM);
+                }
                 preempting.push(format!("{} (pid {})", i.name, i.child.unwrap_or(i.pid)));
             }
             self.victims.push(Victim {
+                seq,
                 fd,
                 kill_at: std::time::Instant::now() + self.opts.grace,
             });
@@ -1366,10 +1430,7 @@ impl<'d> Job<'d> {
             if ofd::is_held(&v.fd, ofd::RUN).unwrap_or(false)
                 && let Some(child) = read_info(&v.fd).and_then(|i| i.child)
             {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let _ = killpg(child, Signal::SIGKILL);
             }
             false
         });
@@ -1386,22 +1447,33 @@ impl<'d> Job<'d> {
         })
     }
 
-    /// After a preempted run: wait until every process of the command is
-    /// gone, then go back to the queue at the same place (same rank).
-    /// After [`queue::MAX_PREEMPTIONS`] it is no longer preemptible.
-    pub fn requeue(&mut self) -> Result<u8> {
-        if let Some(probe) = self.dir.open_job(self.seq) {
-            let _ = ofd::wait_released(&probe, ofd::RUN);
+    /// After a preempted run: whether every process of the command is gone
+    /// (the run lock is free). If not, a sleeper is armed on it and
+    /// [`Job::wake_fd`] becomes readable when it is: the caller sleeps in
+    /// its own `poll`, so that a signal meanwhile is acted on at once.
+    pub fn run_ended(&mut self) -> Result<bool> {
+        let Some(probe) = self.dir.open_job(self.seq) else {
+            return Ok(true);
+        };
+        if !ofd::is_held(&probe, ofd::RUN).unwrap_or(true) {
+            return Ok(true);
         }
+        self.sleep_on(self.seq, ofd::RUN, probe)?;
+        Ok(false)
+    }
+
+    /// Once a preempted run's processes are gone ([`Job::run_ended`]): go
+    /// back to the queue at the same place (same rank), one preemption
+    /// more. After [`queue::MAX_PREEMPTIONS`] it is no longer preemptible.
+    pub fn requeue(&mut self) -> Result<u8> {
         let _m = self.dir.lock()?;
         self.meta.count = self.meta.count.saturating_add(1);
         self.meta.preempted = false;
         self.write_records(State::Waiting)?;
-        if !ofd::try_write(&self.fd, ofd::WAITING).unwrap_or(false) {
-            return Err(Error::Internal(
-                "cannot wait again after a preemption".into(),
-            ));
-        }
+        // Blocking, not a test: a sleeper on this job's start may be taking
+        // and dropping its read lock on the byte right now.
+        ofd::write_wait(&self.fd, ofd::WAITING)
+            .map_err(|e| Error::io("locking", self.dir.path.join(job_name(self.seq)), e))?;
         self.record(Patch {
             preempted: Some(self.meta.count),
             ..Patch::default()
@@ -1484,9 +1556,10 @@ impl<'d> Job<'d> {
                         Errno::ENOENT,
                     )
                 })?;
-            if !ofd::try_write(&run, ofd::RUN).unwrap_or(false) {
-                return Err(Error::Internal("the run lock of a new run is taken".into()));
-            }
+            // Blocking, not a test: whoever slept on the previous run's end
+            // may be taking and dropping its read lock on the byte now.
+            ofd::write_wait(&run, ofd::RUN)
+                .map_err(|e| Error::io("locking", self.dir.path.join(job_name(self.seq)), e))?;
             self.run_fd = Some(run);
         }
         ofd::unlock(&self.fd, ofd::WAITING)
@@ -1509,18 +1582,51 @@ impl<'d> Job<'d> {
 
     /// The command runs as `pid` (its process group too): note it for
     /// `baton status` and preempting jobs, and let go of the run lock, now
-    /// the command's alone. Preempted before this point: stop it at once.
+    /// the command's alone. (A preemption that came before this point is
+    /// seen by the caller, which asked [`Job::is_preempted`] after clearing
+    /// its SIGURG flag and before spawning.)
     pub fn spawned(&mut self, pid: i32) {
         self.record(Patch {
             child: Some(pid),
             ..Patch::default()
         });
+        self.child = Some(pid);
         self.run_fd = None;
-        if self.meta.preemptible && self.is_preempted() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+    }
+
+    /// Pass `sig` on to what is left of the command's process group (its
+    /// leader reaped: the group id stays taken while a member lives).
+    pub fn signal_command(&self, sig: Signal) {
+        if let Some(child) = self.child {
+            let _ = killpg(child, sig);
+        }
+    }
+
+    /// Granted, but preempted before the command was spawned: let go of the
+    /// run lock without running it (the caller then goes back to the queue).
+    pub fn unspawned(&mut self) {
+        self.run_fd = None;
+    }
+
+    /// Take the supervisor byte of each of this job's records (see
+    /// [`supervisor_byte`]), for a `--preemptible` job, under the mutex.
+    fn supervise_records(&self) {
+        if self.meta.preemptible {
+            for place in &self.places {
+                let _ = ofd::try_write(&place.queue, supervisor_byte(place.index));
+            }
+        }
+    }
+
+    /// Let go of the supervisor bytes: from now on nobody asks this baton to
+    /// stop its command (it has ended; a preemptor signals whatever is left
+    /// of it directly). Before its records can be cleared, so that a new job
+    /// in the same place finds the byte free.
+    fn unsupervise_records(&self) {
+        if self.meta.preemptible {
+            for place in &self.places {
+                let _ = ofd::unlock(&place.queue, supervisor_byte(place.index));
+            }
         }
     }
 
@@ -1536,6 +1642,7 @@ impl<'d> Job<'d> {
     /// Leave the queue without having run (cancelled, timed out, signalled).
     pub fn leave(self) {
         if let Ok(_m) = self.dir.lock() {
+            self.unsupervise_records();
             remove(self.dir, self.seq, &self.places);
         }
     }
@@ -1548,6 +1655,7 @@ impl<'d> Job<'d> {
             exit: Some(status),
             ..Patch::default()
         });
+        self.unsupervise_records();
         let Job {
             dir,
             fd,
@@ -1627,6 +1735,25 @@ impl StateDir {
             }
         }
     }
+}
+
+/// Send `sig` to process `pid`, read from a job file. Never to 0, 1 or a
+/// negative number (a damaged file must not make baton signal its own
+/// group, init or every process).
+fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
+    if pid <= 1 {
+        return Err(Errno::ESRCH);
+    }
+    nix::sys::signal::kill(Pid::from_raw(pid), sig)
+}
+
+/// Send `sig` to the process group of a command (its pid), read from a job
+/// file; the same checks as [`signal`].
+fn killpg(pgid: i32, sig: Signal) -> nix::Result<()> {
+    if pgid <= 1 {
+        return Err(Errno::ESRCH);
+    }
+    nix::sys::signal::killpg(Pid::from_raw(pgid), sig)
 }
 
 fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut at: u64) -> nix::Result<()> {

@@ -5,6 +5,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use crate::*;
 
 /// A preemptible full sync whose first run works until told to stop and
@@ -288,4 +291,225 @@ fn in_a_shared_directory_no_user_preempts_another_users_job() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(wait_exit(&mut victim), Some(143));
     assert_eq!(wait_exit(&mut quick), Some(0));
+}
+
+/// `baton run ARGS -- sh -c SCRIPT` with stderr piped.
+fn job(w: &World, args: &[&str], script: &str) -> std::process::Child {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend(["--", "sh", "-c", script]);
+    w.spawn(&all)
+}
+
+/// Wait until job `name` holds the first resource and is marked as being
+/// preempted.
+fn await_being_preempted(w: &World, name: &str) {
+    await_that(&format!("{name} to be marked preempted"), || {
+        job_in(&w.status(), "holders", name).is_some_and(|j| j["stopping"] == true)
+    });
+}
+
+/// Defect 1 of the preemption issue: a waiter that slept on the end of a
+/// preemptible holder was never woken when that holder was preempted and
+/// went back to the queue behind it (its baton, alive, keeps its job file
+/// locked): both then waited for each other, forever.
+#[test]
+fn a_waiter_behind_a_preempted_holder_is_woken_when_the_holder_stops_holding() {
+    let w = World::new();
+    let log = w.path("log");
+    let script = full_sync_script(w.tmp.path(), &log, "exit 1");
+    let mut v = job(
+        &w,
+        &["-q", "--preemptible", "-p", "-1", "--name", "v", "-l", "x"],
+        &script,
+    );
+    await_that("the victim to run", || w.path("once").exists());
+    let mut waiter = job(
+        &w,
+        &["-q", "-p", "0", "--name", "w", "-l", "x"],
+        &format!("echo w >> {}", log.display()),
+    );
+    assert_eq!(w.await_waiters("x", 1), ["w"]);
+    let mut p = job(
+        &w,
+        &[
+            "-q",
+            "--preempt",
+            "--grace",
+            "50ms",
+            "-p",
+            "1",
+            "--name",
+            "p",
+            "-l",
+            "x",
+        ],
+        &format!("echo p >> {}", log.display()),
+    );
+    assert_eq!(wait_exit(&mut p), Some(0));
+    assert_eq!(wait_exit(&mut waiter), Some(0), "the waiter never ran");
+    assert_eq!(wait_exit(&mut v), Some(0));
+    assert_eq!(
+        read_lines(&log),
+        ["first", "p", "w", "again"],
+        "served in priority order"
+    );
+    assert!(w.status()["resources"].as_array().unwrap().is_empty());
+}
+
+/// Defect 2: a stop request (what `systemctl stop` sends) to a job whose
+/// run is being preempted was not acted on while its baton waited for the
+/// command's lingering processes. Now it is passed on to them at once, and
+/// once they are gone the job leaves the queue and exits 143 without running
+/// again.
+#[test]
+fn a_stop_request_while_a_preempted_command_lingers_is_passed_on_at_once() {
+    let w = World::new();
+    let log = w.path("log");
+    // On the preemption's SIGTERM the shell stops, but a background process
+    // of it lingers with the hold: it ignores that first SIGTERM and stops
+    // on the second, which only the caller's stop request can bring.
+    let script = format!(
+        "echo run >> {l}; \
+         (n=0; trap 'n=$((n+1)); if [ $n -ge 2 ]; then echo lingerer-stopped >> {l}; exit 0; fi' TERM; \
+          while :; do sleep 0.02; done) & \
+         trap 'echo stopped >> {l}; exit 1' TERM; touch {d}/once; while :; do sleep 0.02; done",
+        l = log.display(),
+        d = w.tmp.path().display()
+    );
+    let mut v = job(
+        &w,
+        &["-q", "--preemptible", "--name", "v", "-l", "x"],
+        &script,
+    );
+    await_that("the victim to run", || w.path("once").exists());
+    // A long grace: only the passed-on stop request ends the lingerer soon.
+    let mut p = job(
+        &w,
+        &[
+            "-q",
+            "--preempt",
+            "-p",
+            "5",
+            "--grace",
+            "1h",
+            "--name",
+            "p",
+            "-l",
+            "x",
+        ],
+        &format!("echo p >> {}", log.display()),
+    );
+    await_that("the victim's shell to stop", || {
+        read_lines(&log).contains(&"stopped".to_string())
+    });
+    kill(Pid::from_raw(v.id() as i32), Signal::SIGTERM).unwrap();
+    await_that("the stop request to reach the lingering process", || {
+        read_lines(&log).contains(&"lingerer-stopped".to_string())
+    });
+    assert_eq!(wait_exit(&mut v), Some(143));
+    assert_eq!(wait_exit(&mut p), Some(0));
+    assert_eq!(
+        read_lines(&log),
+        ["run", "stopped", "lingerer-stopped", "p"],
+        "the stopped job ran again"
+    );
+    assert!(w.status()["resources"].as_array().unwrap().is_empty());
+}
+
+/// The same while the preempted command itself ignores SIGTERM (the case
+/// of the issue): the caller's signal is passed on, the preemptor's SIGKILL
+/// after its grace ends the command, and the job exits 143, not run again.
+#[test]
+fn a_stop_request_during_a_slow_preemption_ends_the_job() {
+    let w = World::new();
+    let log = w.path("log");
+    let script = format!(
+        "echo run >> {l}; trap '' TERM; touch {d}/once; sleep 30",
+        l = log.display(),
+        d = w.tmp.path().display()
+    );
+    let mut v = job(
+        &w,
+        &["-q", "--preemptible", "--name", "v", "-l", "x"],
+        &script,
+    );
+    await_that("the victim to run", || w.path("once").exists());
+    let mut p = job(
+        &w,
+        &[
+            "-q",
+            "--preempt",
+            "-p",
+            "5",
+            "--grace",
+            "1s",
+            "--name",
+            "p",
+            "-l",
+            "x",
+        ],
+        "true",
+    );
+    await_being_preempted(&w, "v");
+    kill(Pid::from_raw(v.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(wait_exit(&mut v), Some(143));
+    assert_eq!(wait_exit(&mut p), Some(0));
+    assert_eq!(read_lines(&log), ["run"], "the stopped job ran again");
+}
+
+/// Defect 3: a run that had finished was run again when a preemptor marked
+/// it while its baton had not yet seen the command end. The rule now: a
+/// preempted run is repeated only if baton stopped it, that is, if the
+/// command was still running when the preemption reached its baton.
+/// Deterministic: the victim's baton is stopped (SIGSTOP) while its command
+/// ends and a background process of it keeps the hold, so the preemptor
+/// marks a run whose command has already exited.
+#[test]
+fn a_finished_run_is_not_run_again_when_a_preemption_comes_as_it_ends() {
+    let w = World::new();
+    let log = w.path("log");
+    let pidfile = w.path("cmd.pid");
+    let go = w.path("go");
+    let script = format!(
+        "echo $$ > {pid}; echo start >> {l}; sleep 30 & until [ -e {go} ]; do sleep 0.01; done; \
+         echo end >> {l}",
+        pid = pidfile.display(),
+        l = log.display(),
+        go = go.display()
+    );
+    let mut v = job(
+        &w,
+        &["-q", "--preemptible", "--name", "v", "-l", "x"],
+        &script,
+    );
+    let cmd = Pid::from_raw(await_file(&pidfile).trim().parse().unwrap());
+    let baton = Pid::from_raw(v.id() as i32);
+    kill(baton, Signal::SIGSTOP).unwrap();
+    std::fs::write(&go, "").unwrap();
+    await_that("the victim's command to end", || !alive(cmd));
+    let mut p = job(
+        &w,
+        &[
+            "--preempt",
+            "-p",
+            "5",
+            "--grace",
+            "200ms",
+            "--name",
+            "p",
+            "-l",
+            "x",
+        ],
+        &format!("echo p >> {}", log.display()),
+    );
+    await_being_preempted(&w, "v");
+    kill(baton, Signal::SIGCONT).unwrap();
+    assert_eq!(wait_exit(&mut v), Some(0));
+    assert_eq!(wait_exit(&mut p), Some(0));
+    assert_eq!(
+        read_lines(&log),
+        ["start", "end", "p"],
+        "the finished run was run again"
+    );
 }

@@ -196,3 +196,42 @@ fn a_waiter_sleeps_until_its_turn_and_is_not_woken_by_unrelated_work() {
     h.release();
     assert_eq!(wait_exit(&mut waiter), Some(0));
 }
+
+/// Defect 4 of the preemption issue: a SIGTERM in baton's first instants
+/// (systemd stopping a unit it just started) killed it by the default
+/// action instead of making it exit 143. Now the terminating signals are
+/// blocked before the Rust runtime starts, and acted on once handled. The
+/// signal is sent as soon as the runtime has set SIGPIPE to ignored (seen in
+/// /proc), which comes after that block; a long argument list keeps baton
+/// parsing for a while, so the signal lands before the handlers exist.
+#[test]
+fn a_sigterm_before_the_handlers_exist_still_exits_143() {
+    let w = World::new();
+    let mut args: Vec<String> = vec!["run".into()];
+    for i in 0..3000 {
+        args.extend(["-l".into(), format!("r{i}")]);
+    }
+    args.extend(["--".into(), "true".into()]);
+    for _ in 0..5 {
+        let mut child = w.baton().args(&args).spawn().expect("spawn baton");
+        let pid = Pid::from_raw(child.id() as i32);
+        await_that("the runtime to ignore SIGPIPE", || sigpipe_ignored(pid));
+        kill(pid, Signal::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(143), "{status:?}");
+    }
+    assert!(
+        !w.state.exists(),
+        "a job ended while parsing touches nothing"
+    );
+}
+
+/// Whether process `pid` ignores SIGPIPE (its `SigIgn` mask in /proc).
+fn sigpipe_ignored(pid: Pid) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (libc::SIGPIPE - 1)) != 0)
+}
