@@ -372,7 +372,7 @@ fn a_stop_request_while_a_preempted_command_lingers_is_passed_on_at_once() {
     let script = format!(
         "echo run >> {l}; \
          (n=0; trap 'n=$((n+1)); if [ $n -ge 2 ]; then echo lingerer-stopped >> {l}; exit 0; fi' TERM; \
-          while :; do sleep 0.02; done) & \
+          touch {d}/lingering; while :; do sleep 0.02; done) & \
          trap 'echo stopped >> {l}; exit 1' TERM; touch {d}/once; while :; do sleep 0.02; done",
         l = log.display(),
         d = w.tmp.path().display()
@@ -382,7 +382,10 @@ fn a_stop_request_while_a_preempted_command_lingers_is_passed_on_at_once() {
         &["-q", "--preemptible", "--name", "v", "-l", "x"],
         &script,
     );
-    await_that("the victim to run", || w.path("once").exists());
+    // Both traps are set before the preemption's SIGTERM can come.
+    await_that("the victim to run", || {
+        w.path("once").exists() && w.path("lingering").exists()
+    });
     // A long grace: only the passed-on stop request ends the lingerer soon.
     let mut p = job(
         &w,
