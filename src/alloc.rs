@@ -26,7 +26,7 @@ const SIZE: usize = 256 * 1024;
 struct Memory([u8; SIZE]);
 
 /// Bump allocation in its own arena, then [`System`].
-pub struct Bump {
+pub(crate) struct Bump {
     memory: UnsafeCell<Memory>,
     /// Offset of the first free byte of the arena.
     next: AtomicUsize,
@@ -38,7 +38,7 @@ pub struct Bump {
 unsafe impl Sync for Bump {}
 
 impl Bump {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Bump {
             memory: UnsafeCell::new(Memory([0; SIZE])),
             next: AtomicUsize::new(0),
@@ -57,7 +57,7 @@ impl Bump {
     }
 }
 
-// SAFETY: every range handed out is within `MEMORY`, aligned as asked,
+// SAFETY: every range handed out is within the arena (`Bump::memory`), aligned as asked,
 // and reserved by a successful compare-exchange, so no two live
 // allocations overlap; anything else is delegated to `System` unchanged.
 unsafe impl GlobalAlloc for Bump {

@@ -12,9 +12,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{Error, Result, exit};
-use crate::queue::Mode;
+use crate::job::{Mode, Resource};
 use crate::run::RunArgs;
-use crate::store::Resource;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -154,16 +153,42 @@ struct Common {
 }
 
 impl Common {
+    /// `--dir` / `$BATON_DIR` as given (an empty one counts as not given).
+    fn given_dir(&self) -> Option<PathBuf> {
+        self.dir.clone().filter(|d| !d.as_os_str().is_empty())
+    }
+
     fn dir(self) -> PathBuf {
-        self.dir
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or_else(crate::store::default_dir)
+        self.given_dir()
+            .unwrap_or_else(crate::store::local::default_dir)
+    }
+}
+
+impl UnitCli {
+    fn validate(self) -> Result<crate::unit::UnitArgs> {
+        if !self.timer && (self.every.is_some() || self.on_calendar.is_some()) {
+            return Err(Error::Usage(
+                "--every and --on-calendar go with --timer".into(),
+            ));
+        }
+        let grace = self.run.grace_given;
+        let dir = self.run.common.given_dir();
+        Ok(crate::unit::UnitArgs {
+            name: self.unit,
+            description: self.description,
+            timer: self.timer,
+            every: self.every,
+            on_calendar: self.on_calendar,
+            run: self.run.validate()?,
+            grace,
+            dir,
+        })
     }
 }
 
 /// A human duration (`500ms`, `30s`, `1h30m`), or bare seconds (`2.5`) as
 /// flock(1) takes them.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{s}'"));
@@ -172,7 +197,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 /// SPEC "Words": 1 to 255 bytes of UTF-8, no control characters.
-pub fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::Usage("resource name is empty".into()));
     }
@@ -196,12 +221,12 @@ impl RunCli {
         let mut add = |name: String, mode: Mode| -> Result<()> {
             check_name(&name)?;
             match resources.iter().find(|r| r.name == name) {
-                Some(r) if r.mode() == mode => Ok(()),
+                Some(r) if r.mode == mode => Ok(()),
                 Some(_) => Err(Error::Usage(format!(
                     "resource {name:?} is given in two different modes"
                 ))),
                 None => {
-                    resources.push(Resource::new(name, mode));
+                    resources.push(Resource { name, mode });
                     Ok(())
                 }
             }
@@ -258,7 +283,7 @@ impl RunCli {
 }
 
 /// Parse, dispatch, and turn the outcome into an exit status.
-pub fn main() -> u8 {
+pub(crate) fn main() -> u8 {
     let mut args = std::env::args_os();
     let parsed = if args.nth(1).is_some_and(|a| a == "run") {
         RunOnly::try_parse_from(std::iter::once(OsString::from("baton run")).chain(args)).map(|r| {
@@ -287,7 +312,7 @@ pub fn main() -> u8 {
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             crate::progress::say(
-                "baton: a subcommand is needed: run or status (see baton --help)\n",
+                "baton: a subcommand is needed: run, status or unit (see baton --help)\n",
             );
             return exit::USAGE;
         }
@@ -303,34 +328,7 @@ pub fn main() -> u8 {
     };
     let outcome = match cli.command {
         Cmd::Run(r) => r.validate().and_then(crate::run::run),
-        Cmd::Unit(u) => {
-            let grace = u.run.grace_given;
-            let dir = u
-                .run
-                .common
-                .dir
-                .clone()
-                .filter(|d| !d.as_os_str().is_empty());
-            let timer = u.timer;
-            if !timer && (u.every.is_some() || u.on_calendar.is_some()) {
-                Err(Error::Usage(
-                    "--every and --on-calendar go with --timer".into(),
-                ))
-            } else {
-                u.run.validate().and_then(|run| {
-                    crate::unit::unit(crate::unit::UnitArgs {
-                        name: u.unit,
-                        description: u.description,
-                        timer,
-                        every: u.every,
-                        on_calendar: u.on_calendar,
-                        run,
-                        grace,
-                        dir,
-                    })
-                })
-            }
-        }
+        Cmd::Unit(u) => u.validate().and_then(crate::unit::unit),
         Cmd::Status(s) => s
             .names
             .iter()

@@ -8,25 +8,25 @@ use std::io;
 use std::path::PathBuf;
 
 /// baton's exit statuses that are not the command's own.
-pub mod exit {
+pub(crate) mod exit {
     /// Not started: busy with `--no-wait`, or `--wait-timeout` expired.
-    pub const NOT_STARTED: u8 = 75;
+    pub(crate) const NOT_STARTED: u8 = 75;
     /// `--timeout` expired.
-    pub const TIMEOUT: u8 = 124;
+    pub(crate) const TIMEOUT: u8 = 124;
     /// The command is not executable.
-    pub const NOT_EXECUTABLE: u8 = 126;
+    pub(crate) const NOT_EXECUTABLE: u8 = 126;
     /// The command is not found.
-    pub const NOT_FOUND: u8 = 127;
+    pub(crate) const NOT_FOUND: u8 = 127;
     /// Bad arguments.
-    pub const USAGE: u8 = 64;
+    pub(crate) const USAGE: u8 = 64;
     /// Internal error.
-    pub const SOFTWARE: u8 = 70;
+    pub(crate) const SOFTWARE: u8 = 70;
     /// The state directory is not safe to use or not permitted.
-    pub const UNSAFE_DIR: u8 = 77;
+    pub(crate) const UNSAFE_DIR: u8 = 77;
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// Bad arguments, lock names or durations.
     #[error("{0}")]
     Usage(String),
@@ -52,10 +52,14 @@ pub enum Error {
     Internal(String),
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        source: impl Into<io::Error>,
+    ) -> Self {
         Error::Io {
             what,
             path: path.into(),
@@ -64,7 +68,7 @@ impl Error {
     }
 
     /// The SPEC's exit status for this error.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::UnsafeDir { .. } => exit::UNSAFE_DIR,
@@ -76,11 +80,5 @@ impl Error {
             Error::NotExecutable(..) => exit::NOT_EXECUTABLE,
             Error::Internal(_) => exit::SOFTWARE,
         }
-    }
-}
-
-impl From<nix::Error> for Error {
-    fn from(e: nix::Error) -> Self {
-        Error::Internal(e.desc().to_string())
     }
 }

@@ -8,7 +8,7 @@ operation.
 mod alloc;
 mod cli;
 mod error;
-mod ofd;
+mod job;
 mod progress;
 mod queue;
 mod run;

@@ -13,20 +13,21 @@ cron mail): one line when the wait starts and one when the job is granted.
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::store::{BlockInfo, now_ms};
+use crate::job::now_ms;
+use crate::store::{Holder, Why};
 
-pub struct Progress {
+pub(crate) struct Progress {
     quiet: bool,
     /// Under systemd with a notify socket: send `STATUS=` updates.
     notify: bool,
     tty: bool,
     since: Instant,
     /// The latest reason for waiting, once the job has waited.
-    blocked: Option<BlockInfo>,
+    blocked: Option<(Why, Option<Holder>)>,
 }
 
 /// A duration as people read it: `850ms`, `12s`, `3m 4s`.
-pub fn short(d: Duration) -> String {
+pub(crate) fn short(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         return format!("{}ms", d.as_millis());
     }
@@ -34,7 +35,7 @@ pub fn short(d: Duration) -> String {
 }
 
 impl Progress {
-    pub fn new(quiet: bool) -> Progress {
+    pub(crate) fn new(quiet: bool) -> Progress {
         Progress {
             quiet,
             notify: std::env::var_os("NOTIFY_SOCKET").is_some(),
@@ -45,29 +46,30 @@ impl Progress {
     }
 
     /// Whether the holder's details are wanted (for stderr or `STATUS=`).
-    pub fn wants_details(&self) -> bool {
+    pub(crate) fn wants_details(&self) -> bool {
         !self.quiet || self.notify
     }
 
     /// Tell the service manager, if there is one, what baton is doing.
-    pub fn status(&self, text: &str) {
+    pub(crate) fn status(&self, text: &str) {
         if self.notify {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(text)]);
         }
     }
 
     /// The command is running.
-    pub fn running(&self, command: &str, pid: u32) {
+    pub(crate) fn running(&self, command: &str, pid: u32) {
         self.status(&format!("running {command} (pid {pid})"));
     }
 
     /// How long until the live line needs a redraw, if it does.
-    pub fn tick(&self) -> Option<Duration> {
+    pub(crate) fn tick(&self) -> Option<Duration> {
         (self.tty && !self.quiet && self.blocked.is_some()).then_some(Duration::from_secs(1))
     }
 
     /// The job cannot start yet, for this reason.
-    pub fn blocked(&mut self, info: BlockInfo) {
+    /// `holder`: who holds the resource, when the details are wanted.
+    pub(crate) fn blocked(&mut self, info: Why, holder: Option<Holder>) {
         if !info.preempting.is_empty() && !self.quiet {
             let clear = if self.tty { "\r\x1b[K" } else { "" };
             say(&format!(
@@ -77,7 +79,7 @@ impl Progress {
             ));
         }
         let first = self.blocked.is_none();
-        self.blocked = Some(info);
+        self.blocked = Some((info, holder));
         if let Some(line) = self.status_line() {
             self.status(&line);
         }
@@ -87,14 +89,14 @@ impl Progress {
     }
 
     /// The text of the waiting line.
-    pub fn line(&self) -> Option<String> {
-        let b = self.blocked.as_ref()?;
+    pub(crate) fn line(&self) -> Option<String> {
+        let (b, holder) = self.blocked.as_ref()?;
         let mut s = format!("waiting for {}", b.resource);
-        if let Some(h) = &b.holder {
+        if let Some(h) = holder {
             let held = h
                 .started_ms
                 .map(|t| Duration::from_millis(now_ms().saturating_sub(t)));
-            s += &format!(": held by {} (pid {})", h.name, h.child.unwrap_or(h.pid));
+            s += &format!(": held by {} (pid {})", h.name, h.pid);
             if let Some(d) = held {
                 s += &format!(" for {}", short(d));
             }
@@ -106,10 +108,10 @@ impl Progress {
     /// The waiting line for `STATUS=`: with the time the holder started,
     /// which does not go stale between updates.
     fn status_line(&self) -> Option<String> {
-        let b = self.blocked.as_ref()?;
+        let (b, holder) = self.blocked.as_ref()?;
         let mut s = format!("waiting for {}", b.resource);
-        if let Some(h) = &b.holder {
-            s += &format!(": held by {} (pid {})", h.name, h.child.unwrap_or(h.pid));
+        if let Some(h) = holder {
+            s += &format!(": held by {} (pid {})", h.name, h.pid);
             if let Some(t) = h.started_ms {
                 let at = std::time::UNIX_EPOCH + Duration::from_millis(t);
                 s += &format!(" since {}", humantime::format_rfc3339_seconds(at));
@@ -119,7 +121,7 @@ impl Progress {
         Some(s)
     }
 
-    pub fn redraw(&mut self) {
+    pub(crate) fn redraw(&mut self) {
         let (Some(line), false) = (self.line(), self.quiet) else {
             return;
         };
@@ -131,8 +133,10 @@ impl Progress {
     }
 
     /// The job got its resources.
-    pub fn granted(&mut self) {
-        let Some(b) = self.blocked.take() else { return };
+    pub(crate) fn granted(&mut self) {
+        let Some((b, _)) = self.blocked.take() else {
+            return;
+        };
         if self.quiet {
             return;
         }
@@ -145,7 +149,7 @@ impl Progress {
     }
 
     /// This job's run was preempted; it is back in the queue.
-    pub fn preempted(&mut self, count: u8) {
+    pub(crate) fn preempted(&mut self, count: u8) {
         self.status(&format!("preempted {count} time(s); waiting to run again"));
         if !self.quiet {
             let left = crate::queue::MAX_PREEMPTIONS.saturating_sub(count);
@@ -157,7 +161,7 @@ impl Progress {
     }
 
     /// `--coalesce` joined a waiting run instead of queueing another.
-    pub fn joined(&mut self, seq: u64, name: &str) {
+    pub(crate) fn joined(&mut self, seq: u64, name: &str) {
         self.status(&format!("joined the waiting run of {name} (job {seq})"));
         if !self.quiet {
             say(&format!(
@@ -167,7 +171,7 @@ impl Progress {
     }
 
     /// The job left the queue without starting.
-    pub fn left(&mut self) {
+    pub(crate) fn left(&mut self) {
         if self.tty && !self.quiet && self.blocked.take().is_some() {
             say("\r\x1b[K");
         }
@@ -176,6 +180,6 @@ impl Progress {
 
 /// Write a whole message in one `write(2)`, so that the lines of many
 /// batons sharing one stderr (a journal, a cron mail) never interleave.
-pub fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

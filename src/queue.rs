@@ -39,14 +39,14 @@ startable (so sleeping on it never misses a wake-up).
 use std::cmp::Ordering;
 
 /// A job's arrival number: unique among live jobs, increasing with arrival.
-pub type Seq = u64;
+pub(crate) type Seq = u64;
 
 /// A resource, as the store names it (a hash of the user's name for it).
-pub type Key = u128;
+pub(crate) type Key = u128;
 
 /// How a job holds one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `--lock NAME`: alone.
     Exclusive,
     /// `--shared NAME`: together with other shared or slot holders.
@@ -58,23 +58,23 @@ pub enum Mode {
 impl Mode {
     /// Whether two holders in these modes may never run together.
     /// (Two slot holders are limited by count, not by conflict.)
-    pub fn conflicts(self, other: Mode) -> bool {
+    pub(crate) fn conflicts(self, other: Mode) -> bool {
         matches!(self, Mode::Exclusive) || matches!(other, Mode::Exclusive)
     }
 }
 
 /// Whether a job waits in the queue or runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum State {
+pub(crate) enum State {
     Waiting,
     Running,
 }
 
 /// The order of service: higher priority first, then earlier arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Rank {
-    pub priority: i64,
-    pub seq: Seq,
+pub(crate) struct Rank {
+    pub(crate) priority: i64,
+    pub(crate) seq: Seq,
 }
 
 impl Ord for Rank {
@@ -95,18 +95,18 @@ impl PartialOrd for Rank {
 
 /// One job's claim on one resource, as read from the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Entry {
-    pub key: Key,
-    pub rank: Rank,
-    pub state: State,
-    pub mode: Mode,
+pub(crate) struct Entry {
+    pub(crate) key: Key,
+    pub(crate) rank: Rank,
+    pub(crate) state: State,
+    pub(crate) mode: Mode,
 }
 
 /// The job asking whether it may start.
 #[derive(Clone, Debug)]
-pub struct Request<'a> {
-    pub rank: Rank,
-    pub needs: &'a [(Key, Mode)],
+pub(crate) struct Request<'a> {
+    pub(crate) rank: Rank,
+    pub(crate) needs: &'a [(Key, Mode)],
 }
 
 impl Request<'_> {
@@ -127,7 +127,7 @@ impl Request<'_> {
 
 /// The event a blocked job sleeps on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// The end of this job (its last process gone, or it left the queue).
     Ended(Seq),
     /// This waiting job starting or ending.
@@ -138,7 +138,7 @@ pub enum Wait {
 
 impl Wait {
     /// The jobs the wait refers to.
-    pub fn targets(&self) -> &[Seq] {
+    pub(crate) fn targets(&self) -> &[Seq] {
         match self {
             Wait::Ended(s) | Wait::LeftQueue(s) => std::slice::from_ref(s),
             Wait::AnyEnded(v) => v,
@@ -149,18 +149,18 @@ impl Wait {
 /// Why a job cannot start, for humans: the resource, who holds it, how many
 /// are ahead.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Blocked {
-    pub wait: Wait,
+pub(crate) struct Blocked {
+    pub(crate) wait: Wait,
     /// The resource the job is blocked on.
-    pub key: Key,
+    pub(crate) key: Key,
     /// A running job that holds `key` in a conflicting mode, if any.
-    pub holder: Option<Seq>,
+    pub(crate) holder: Option<Seq>,
     /// Waiting jobs ranked ahead that need any of the job's resources.
-    pub ahead: usize,
+    pub(crate) ahead: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Grant,
     Blocked(Blocked),
 }
@@ -171,7 +171,7 @@ pub enum Decision {
 /// calls again without the dead ones. Waiting entries ranked behind `me`
 /// never change the answer (a property test checks it), so a caller may
 /// leave them out.
-pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
+pub(crate) fn decide(me: &Request, entries: &[Entry]) -> Decision {
     // Conflicting jobs, kept as (rank, key, is_waiter).
     let mut nearest_conflicting_waiter: Option<(Rank, Key)> = None;
     let mut first_conflicting_holder: Option<(Rank, Key)> = None;
@@ -265,7 +265,7 @@ pub fn decide(me: &Request, entries: &[Entry]) -> Decision {
 /// `decide` in their original order, with the holders, the answer is the
 /// same but for `ahead`: a property test checks it).
 #[derive(Clone, Copy, Debug)]
-pub struct Nearest<T> {
+pub(crate) struct Nearest<T> {
     conflicting: Option<(Rank, T)>,
     slots: Option<(Rank, T)>,
 }
@@ -282,7 +282,7 @@ impl<T> Default for Nearest<T> {
 impl<T> Nearest<T> {
     /// Offer a waiting entry ranked ahead; `mine` is the job's own mode on
     /// that entry's resource.
-    pub fn offer(&mut self, e: &Entry, mine: Mode, item: T) {
+    pub(crate) fn offer(&mut self, e: &Entry, mine: Mode, item: T) {
         let best = if e.mode.conflicts(mine) {
             &mut self.conflicting
         } else if matches!((e.mode, mine), (Mode::Slots(_), Mode::Slots(_))) {
@@ -296,7 +296,7 @@ impl<T> Nearest<T> {
     }
 
     /// What was kept.
-    pub fn into_items(self) -> impl Iterator<Item = T> {
+    pub(crate) fn into_items(self) -> impl Iterator<Item = T> {
         self.conflicting
             .into_iter()
             .chain(self.slots)
@@ -306,7 +306,7 @@ impl<T> Nearest<T> {
 
 /// How many times a job may be preempted before it stops being
 /// preemptible: no job is interrupted forever.
-pub const MAX_PREEMPTIONS: u8 = 3;
+pub(crate) const MAX_PREEMPTIONS: u8 = 3;
 
 /// The running jobs a `--preempt` job may interrupt to start, if any.
 ///
@@ -316,7 +316,7 @@ pub const MAX_PREEMPTIONS: u8 = 3;
 /// (`preemptible(seq)`: `--preemptible`, same user, fewer than
 /// [`MAX_PREEMPTIONS`] preemptions so far) and has a lower priority, and
 /// with those jobs gone it could start. Slot capacity is never preempted.
-pub fn victims(
+pub(crate) fn victims(
     me: &Request,
     entries: &[Entry],
     preemptible: impl Fn(Seq) -> bool,

@@ -25,16 +25,16 @@ use nix::sys::signal::{SigSet, Signal};
 
 /// The signals that end a wait or are passed to the command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sig {
+pub(crate) enum Sig {
     Hup,
     Int,
     Term,
 }
 
 impl Sig {
-    pub const ALL: [Sig; 3] = [Sig::Hup, Sig::Int, Sig::Term];
+    pub(crate) const ALL: [Sig; 3] = [Sig::Hup, Sig::Int, Sig::Term];
 
-    pub fn signal(self) -> Signal {
+    pub(crate) fn signal(self) -> Signal {
         match self {
             Sig::Hup => Signal::SIGHUP,
             Sig::Int => Signal::SIGINT,
@@ -43,7 +43,7 @@ impl Sig {
     }
 
     /// The exit status for a baton ended by this signal while waiting.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         128 + self.signal() as i32 as u8
     }
 
@@ -54,13 +54,37 @@ impl Sig {
     }
 }
 
-/// The last terminating signal seen (0: none since the last `take`).
-static LAST: AtomicUsize = AtomicUsize::new(0);
-/// Whether SIGCHLD arrived since the last `child_exited`.
-static CHILD: AtomicBool = AtomicBool::new(false);
-/// Whether SIGURG (a preemptor's request) arrived since the last
-/// `preempt_requested`.
-static URG: AtomicBool = AtomicBool::new(false);
+/// What the handlers record. The process's own set is a static, because a
+/// handler outlives any value; a test makes one of its own.
+struct Flags {
+    /// The last terminating signal seen (0: none since the last `take`).
+    last: AtomicUsize,
+    /// Whether SIGCHLD arrived since the last `child_exited`.
+    child: AtomicBool,
+    /// Whether SIGURG (a preemptor's request) arrived since the last
+    /// `preempt_requested`.
+    urg: AtomicBool,
+}
+
+impl Flags {
+    const fn new() -> Flags {
+        Flags {
+            last: AtomicUsize::new(0),
+            child: AtomicBool::new(false),
+            urg: AtomicBool::new(false),
+        }
+    }
+
+    fn set(&self, flag: Flag, n: i32) {
+        match flag {
+            Flag::Last => self.last.store(n as usize, Ordering::SeqCst),
+            Flag::Child => self.child.store(true, Ordering::SeqCst),
+            Flag::Urg => self.urg.store(true, Ordering::SeqCst),
+        }
+    }
+}
+
+static FLAGS: Flags = Flags::new();
 
 fn terminating() -> SigSet {
     let mut set = SigSet::empty();
@@ -97,21 +121,22 @@ fn block_terminating() {
 
 /// Deliver the terminating signals again, by their default action where no
 /// handler is installed (every subcommand but `run`).
-pub fn unblock_terminating() {
+pub(crate) fn unblock_terminating() {
     let _ = terminating().thread_unblock();
 }
 
-/// Installed handlers: the read end of the self-pipe, which wakes `poll`.
-/// The flags live in statics because a handler outlives any value.
-pub struct Signals {
+/// Installed handlers: the read end of the self-pipe, which wakes `poll`,
+/// and the flags they set.
+pub(crate) struct Signals {
     rx: OwnedFd,
+    flags: &'static Flags,
 }
 
 impl Signals {
     /// One handler per signal that records it and writes a byte to a pipe.
     /// (One pipe and one registration each: this runs once per job, and
     /// a socket per signal cost a dozen system calls more.)
-    pub fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         // The handlers use the write end for the rest of the process's life.
         let tx = tx.into_raw_fd();
@@ -122,11 +147,7 @@ impl Signals {
         for (n, flag) in handlers {
             let action = move || {
                 let errno = Errno::last_raw();
-                match flag {
-                    Flag::Last => LAST.store(n as usize, Ordering::SeqCst),
-                    Flag::Child => CHILD.store(true, Ordering::SeqCst),
-                    Flag::Urg => URG.store(true, Ordering::SeqCst),
-                }
+                FLAGS.set(flag, n);
                 // SAFETY: write(2) on a descriptor this process keeps open;
                 // a full pipe already holds a wake-up, so EAGAIN is fine.
                 unsafe { libc::write(tx, [1u8].as_ptr().cast(), 1) };
@@ -139,32 +160,68 @@ impl Signals {
         }
         // Handled from here on: one that came early is delivered now.
         unblock_terminating();
-        Ok(Signals { rx })
+        Ok(Signals { rx, flags: &FLAGS })
+    }
+
+    /// Signals that no handler delivers, for unit tests of the run loop:
+    /// the test "sends" them with the [`Injector`].
+    /// SIGCHLD is real (it wakes the loop when a command ends), and shared
+    /// by every test's `Signals`.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Signals, Injector) {
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).expect("pipe");
+        let flags: &'static Flags = Box::leak(Box::new(Flags::new()));
+        let raw = tx.try_clone().expect("dup").into_raw_fd();
+        let action = move || {
+            let errno = Errno::last_raw();
+            flags.set(Flag::Child, libc::SIGCHLD);
+            // SAFETY: write(2) on a descriptor leaked for the test's life.
+            unsafe { libc::write(raw, [1u8].as_ptr().cast(), 1) };
+            Errno::set_raw(errno);
+        };
+        // SAFETY: as in `install`: atomics, write(2) and errno only.
+        unsafe { signal_hook::low_level::register(libc::SIGCHLD, action) }.expect("SIGCHLD");
+        (Signals { rx, flags }, Injector { tx, flags })
     }
 
     /// Readable when a signal has arrived.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.rx.as_fd()
     }
 
     /// The terminating signal that arrived since the last call, if any.
-    pub fn take(&self) -> Option<Sig> {
+    pub(crate) fn take(&self) -> Option<Sig> {
         drain(&self.rx);
-        Sig::from_raw(LAST.swap(0, Ordering::SeqCst))
+        Sig::from_raw(self.flags.last.swap(0, Ordering::SeqCst))
     }
 
     /// Whether SIGCHLD arrived since the last call.
-    pub fn child_exited(&self) -> bool {
+    pub(crate) fn child_exited(&self) -> bool {
         drain(&self.rx);
-        CHILD.swap(false, Ordering::SeqCst)
+        self.flags.child.swap(false, Ordering::SeqCst)
     }
 
     /// Whether SIGURG (a preempting job's request to stop the command)
     /// arrived since the last call. Only a hint: the queue records say
     /// whether the job really is preempted.
-    pub fn preempt_requested(&self) -> bool {
+    pub(crate) fn preempt_requested(&self) -> bool {
         drain(&self.rx);
-        URG.swap(false, Ordering::SeqCst)
+        self.flags.urg.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Delivers "signals" to a [`Signals::detached`], as a handler would.
+#[cfg(test)]
+pub(crate) struct Injector {
+    tx: OwnedFd,
+    flags: &'static Flags,
+}
+
+#[cfg(test)]
+impl Injector {
+    pub(crate) fn send(&self, sig: Sig) {
+        self.flags.set(Flag::Last, sig.signal() as i32);
+        let _ = nix::unistd::write(&self.tx, &[1]);
     }
 }
 

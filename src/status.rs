@@ -13,9 +13,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::job::{ModeWord, now_ms};
 use crate::progress::short;
 use crate::queue::{Rank, State};
-use crate::store::{LiveJob, ModeInfo, StateDir, key_of, now_ms};
+use crate::store::local::{LocalStore, StateDir};
+use crate::store::{LiveJob, Store};
 
 #[derive(Serialize)]
 struct Report {
@@ -41,7 +43,7 @@ struct JobReport {
     uid: u32,
     user: String,
     priority: i64,
-    mode: ModeInfo,
+    mode: ModeWord,
     #[serde(skip_serializing_if = "Option::is_none")]
     slots: Option<u32>,
     /// When it joined the queue (waiters) or started (holders), RFC 3339.
@@ -56,27 +58,31 @@ struct JobReport {
     command: Vec<String>,
 }
 
-pub fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
+pub(crate) fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
     let jobs = match StateDir::open(dir, false)? {
-        Some(d) => d.snapshot()?,
+        Some(d) => LocalStore::new(d).snapshot()?,
         None => Vec::new(),
     };
-    let report = build(dir, &jobs, names);
+    print(&build(&dir.display().to_string(), &jobs, names), json)
+}
+
+/// Print a report as a table or JSON.
+fn print(report: &Report, json: bool) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     let text = if json {
         let mut s =
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
+            serde_json::to_string_pretty(report).map_err(|e| Error::Internal(e.to_string()))?;
         s.push('\n');
         s
     } else {
-        table(&report)
+        table(report)
     };
     // A closed stdout (`baton status | head -0`) is not an error worth a status.
     let _ = out.write_all(text.as_bytes());
     Ok(0)
 }
 
-fn build(dir: &Path, jobs: &[LiveJob], names: &[String]) -> Report {
+fn build(dir: &str, jobs: &[LiveJob], names: &[String]) -> Report {
     /// Per resource: holders with their start time, waiters with their rank.
     type Lists = (Vec<(u64, JobReport)>, Vec<(Rank, JobReport)>);
     let mut by_name: BTreeMap<String, Lists> = BTreeMap::new();
@@ -85,21 +91,22 @@ fn build(dir: &Path, jobs: &[LiveJob], names: &[String]) -> Report {
     }
     let now = now_ms();
     for job in jobs {
-        for (e, meta) in &job.entries {
-            let res = job.info.resources.iter().find(|r| key_of(&r.name) == e.key);
-            let name = res.map_or_else(|| format!("{:032x}", e.key), |r| r.name.clone());
+        for c in &job.claims {
+            let res = job.info.resources.iter().find(|r| r.name == c.resource);
+            let name = c.resource.clone();
             if !names.is_empty() && !names.contains(&name) {
                 continue;
             }
+            let (mode, slots) = res.map_or((ModeWord::Exclusive, None), |r| ModeWord::of(r.mode));
             let i = &job.info;
-            let since_ms = match e.state {
+            let since_ms = match c.state {
                 State::Running => i.started_ms.unwrap_or(i.queued_ms),
                 State::Waiting => i.queued_ms,
             };
             let report = JobReport {
-                id: job.seq,
+                id: job.id,
                 job: i.name.clone(),
-                pid: if e.state == State::Running {
+                pid: if c.state == State::Running {
                     i.child.unwrap_or(i.pid)
                 } else {
                     i.pid
@@ -107,22 +114,22 @@ fn build(dir: &Path, jobs: &[LiveJob], names: &[String]) -> Report {
                 baton_pid: i.pid,
                 uid: i.uid,
                 user: user_name(i.uid),
-                priority: e.rank.priority,
-                mode: res.map_or(ModeInfo::Exclusive, |r| r.mode),
-                slots: res.and_then(|r| r.slots),
+                priority: c.rank.priority,
+                mode,
+                slots,
                 since: humantime::format_rfc3339_millis(
                     UNIX_EPOCH + Duration::from_millis(since_ms),
                 )
                 .to_string(),
                 seconds: now.saturating_sub(since_ms) as f64 / 1000.0,
                 command: i.command.clone(),
-                preempted: meta.count,
-                stopping: meta.preempted,
+                preempted: c.preemptions,
+                stopping: c.stopping,
             };
             let slot = by_name.entry(name).or_default();
-            match e.state {
+            match c.state {
                 State::Running => slot.0.push((since_ms, report)),
-                State::Waiting => slot.1.push((e.rank, report)),
+                State::Waiting => slot.1.push((c.rank, report)),
             }
         }
     }
@@ -139,7 +146,7 @@ fn build(dir: &Path, jobs: &[LiveJob], names: &[String]) -> Report {
         })
         .collect();
     Report {
-        dir: dir.display().to_string(),
+        dir: dir.to_string(),
         resources,
     }
 }
@@ -161,19 +168,19 @@ fn table(report: &Report) -> String {
         let all = r
             .holders
             .iter()
-            .map(|j| ("holds", j))
-            .chain(r.waiters.iter().map(|j| ("waits", j)));
+            .map(|j| (false, j))
+            .chain(r.waiters.iter().map(|j| (true, j)));
         let mut any = false;
-        for (n, (state, j)) in all.enumerate() {
+        for (n, (waits, j)) in all.enumerate() {
             any = true;
-            let state = if state == "waits" {
+            let state = if waits {
                 format!("waits #{}", n + 1 - r.holders.len())
             } else {
-                state.into()
+                "holds".to_string()
             };
             let mut mode = match (j.mode, j.slots) {
-                (ModeInfo::Shared, _) => " (shared)".to_string(),
-                (ModeInfo::Slots, Some(s)) => format!(" (slot of {s})"),
+                (ModeWord::Shared, _) => " (shared)".to_string(),
+                (ModeWord::Slots, Some(s)) => format!(" (slot of {s})"),
                 _ => String::new(),
             };
             if j.stopping {

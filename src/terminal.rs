@@ -14,11 +14,11 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, pthread_sigmask, rais
 use nix::unistd::{Pid, getpgrp, tcgetpgrp, tcsetpgrp};
 
 /// Baton's controlling terminal, when baton is its foreground job.
-pub struct Terminal;
+pub(crate) struct Terminal;
 
 impl Terminal {
     /// `Some` if stdin is a terminal whose foreground group is baton's.
-    pub fn foreground() -> Option<Terminal> {
+    pub(crate) fn foreground() -> Option<Terminal> {
         let stdin = std::io::stdin();
         (stdin.is_terminal() && tcgetpgrp(&stdin).ok() == Some(getpgrp())).then_some(Terminal)
     }
@@ -37,12 +37,12 @@ impl Terminal {
     }
 
     /// Hand the terminal to the command's process group.
-    pub fn give(&self, group: Pid) {
+    pub(crate) fn give(&self, group: Pid) {
         self.set(group);
     }
 
     /// Take the terminal back for baton's own group.
-    pub fn take_back(&self) {
+    pub(crate) fn take_back(&self) {
         self.set(getpgrp());
     }
 
@@ -50,7 +50,7 @@ impl Terminal {
     /// terminal (it ran before it was handed over) is answered by handing
     /// it over and continuing; a stop from the keyboard (Ctrl-Z) stops
     /// baton's job too, until the shell continues it.
-    pub fn stopped(&self, group: Pid, sig: Signal) {
+    pub(crate) fn stopped(&self, group: Pid, sig: Signal) {
         if !matches!(sig, Signal::SIGTTIN | Signal::SIGTTOU) {
             self.take_back();
             let _ = raise(Signal::SIGSTOP);

@@ -9,26 +9,26 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::queue::Mode;
+use crate::job::Mode;
 use crate::run::RunArgs;
 
 /// What to print.
-pub struct UnitArgs {
+pub(crate) struct UnitArgs {
     /// The unit's name, without `.service`.
-    pub name: String,
-    pub description: Option<String>,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
     /// Print the timer instead of the service.
-    pub timer: bool,
-    pub every: Option<Duration>,
-    pub on_calendar: Option<String>,
-    pub run: RunArgs,
+    pub(crate) timer: bool,
+    pub(crate) every: Option<Duration>,
+    pub(crate) on_calendar: Option<String>,
+    pub(crate) run: RunArgs,
     /// `--grace` as given, if it was.
-    pub grace: Option<Duration>,
+    pub(crate) grace: Option<Duration>,
     /// The state directory, if given explicitly (else the unit's default).
-    pub dir: Option<std::path::PathBuf>,
+    pub(crate) dir: Option<std::path::PathBuf>,
 }
 
-pub fn unit(args: UnitArgs) -> Result<u8> {
+pub(crate) fn unit(args: UnitArgs) -> Result<u8> {
     let valid = !args.name.is_empty()
         && args.name.len() <= 240
         && args
@@ -61,7 +61,7 @@ fn service(args: &UnitArgs) -> Result<String> {
         .unwrap_or_else(|| format!("{}.service", args.name));
     words.extend(["--name".into(), name.into()]);
     for res in &r.resources {
-        match res.mode() {
+        match res.mode {
             Mode::Exclusive => words.extend(["--lock".into(), res.name.clone().into()]),
             Mode::Shared => words.extend(["--shared".into(), res.name.clone().into()]),
             Mode::Slots(n) => words.extend(["--slots".into(), format!("{}={n}", res.name).into()]),
