@@ -143,7 +143,7 @@ impl LocalJob {
             let hold = view.of(t).next().map_or(JobByte::Alive, |s| {
                 hold_byte(&s.record.entry, &s.record.flags)
             });
-            match locked.dir.open_job(t) {
+            match locked.dir().open_job(t) {
                 Some(fd) if ofd::held(&fd, hold) => {
                     let byte = if matches!(wait, Wait::LeftQueue(_)) {
                         JobByte::Waiting
@@ -168,7 +168,7 @@ impl LocalJob {
     pub(super) fn clear_dead(&self, locked: &Locked, gone: &[Seq], view: &View) {
         for &t in gone {
             let dead = locked
-                .dir
+                .dir()
                 .open_job(t)
                 .is_none_or(|fd| Liveness::probe(&fd).dead());
             if dead {

@@ -308,7 +308,8 @@ fn file_mode(shared: bool) -> u32 {
 /// the critical section. Made only by [`StateDir::lock`]; released when
 /// dropped (or by the kernel if its holder dies).
 pub(super) struct Locked<'d> {
-    pub(super) dir: &'d StateDir,
+    /// Private: only [`StateDir::lock`] makes one.
+    dir: &'d StateDir,
 }
 
 impl Drop for Locked<'_> {
@@ -317,7 +318,12 @@ impl Drop for Locked<'_> {
     }
 }
 
-impl Locked<'_> {
+impl<'d> Locked<'d> {
+    /// The directory whose mutex this is.
+    pub(super) fn dir(&self) -> &'d StateDir {
+        self.dir
+    }
+
     /// The next arrival number: above the counter (the first 8 bytes of
     /// `lock`) and above every seq in the queues just read, so that a
     /// damaged counter cannot reorder a queue.

@@ -97,7 +97,7 @@ impl LocalJob {
         for (place, index) in job.places.iter_mut().zip(scanned.free) {
             place.index = index;
         }
-        if let Err(e) = job.write_records(State::Waiting) {
+        if let Err(e) = job.write_records(&locked, State::Waiting) {
             dir.remove_job_file(seq);
             return Err(e);
         }
@@ -152,7 +152,7 @@ fn scan_queues(
     };
     let mut ahead: Vec<Seq> = Vec::new();
     for (p, &(key, mode)) in needs.iter().enumerate() {
-        let queue = locked.dir.open_queue(key)?;
+        let queue = locked.dir().open_queue(key)?;
         let mut first_free = None;
         let mut count = 0;
         let mut nearest = queue::Nearest::default();
@@ -209,7 +209,7 @@ fn scan_queues(
 /// never both queue a second run.
 fn try_join(locked: &Locked, candidates: &[Seq], name: &str) -> Option<(Seq, OwnedFd)> {
     candidates.iter().find_map(|&c| {
-        let fd = locked.dir.open_job(c)?;
+        let fd = locked.dir().open_job(c)?;
         let live = Liveness::probe(&fd);
         (live.alive && live.waiting && read_info(&fd).is_some_and(|i| i.name == name))
             .then_some((c, fd))
@@ -222,7 +222,7 @@ fn try_join(locked: &Locked, candidates: &[Seq], name: &str) -> Option<(Seq, Own
 /// counter damaged by hand); a dead one of that name is removed. `true`:
 /// a fresh file.
 fn create_job_file(locked: &Locked, seen: Seq) -> Result<(Seq, OwnedFd, bool)> {
-    let dir = locked.dir;
+    let dir = locked.dir();
     let mut seq = locked.next_seq(seen)?;
     if let Some(fd) = locked.take_spare(seq) {
         return Ok((seq, fd, false));

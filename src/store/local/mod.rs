@@ -110,8 +110,9 @@ pub(crate) struct LocalJob {
 }
 
 impl LocalJob {
-    /// Rewrite this job's record in every queue with `state` and its flags.
-    fn write_records(&self, state: State) -> Result<()> {
+    /// Rewrite this job's record in every queue with `state` and its flags
+    /// (under the mutex: records are only written there).
+    fn write_records(&self, _: &Locked, state: State) -> Result<()> {
         for place in &self.places {
             let entry = Entry {
                 key: place.key,
@@ -131,8 +132,8 @@ impl LocalJob {
     }
 
     /// Become a holder: mark every record running, then stop waiting.
-    fn grant(&mut self, _: &Locked) -> Result<()> {
-        self.write_records(State::Running)?;
+    fn grant(&mut self, locked: &Locked) -> Result<()> {
+        self.write_records(locked, State::Running)?;
         let path = || self.dir.path.join(job_name(self.seq));
         if self.flags.preemptible {
             let run = self

@@ -84,7 +84,7 @@ impl LocalJob {
                 f.preempted || (f.preemptible && f.preemptions < queue::MAX_PREEMPTIONS)
             });
             willing
-                && locked.dir.open_job(seq).is_some_and(|fd| {
+                && locked.dir().open_job(seq).is_some_and(|fd| {
                     fstat(&fd).is_ok_and(|st| me.is_root() || st.st_uid == me.as_raw())
                         && ofd::held(&fd, JobByte::Run)
                 })
@@ -114,7 +114,7 @@ impl LocalJob {
                     );
                 }
             }
-            if let Some(fd) = locked.dir.open_job(seq) {
+            if let Some(fd) = locked.dir().open_job(seq) {
                 victims.push(Chosen {
                     seq,
                     fd,
@@ -200,10 +200,10 @@ impl LocalJob {
     /// more; after [`queue::MAX_PREEMPTIONS`] it is no longer preemptible.
     pub(super) fn back_to_queue(&mut self) -> Result<u8> {
         let dir = std::rc::Rc::clone(&self.dir);
-        let _locked = dir.lock()?;
+        let locked = dir.lock()?;
         self.flags.preemptions = self.flags.preemptions.saturating_add(1);
         self.flags.preempted = false;
-        self.write_records(State::Waiting)?;
+        self.write_records(&locked, State::Waiting)?;
         // Blocking, not a test: a sleeper on this job's start may be taking
         // and dropping its read lock on the byte right now.
         ofd::write_wait(&self.fd, JobByte::Waiting)

@@ -89,7 +89,7 @@ impl Locked<'_> {
     /// The bitmap as kept in `lock` (missing bytes read as zero).
     fn spares(&self) -> Spares {
         let mut buf = [0u8; SPARES / 8];
-        read_at(self.dir.lock_file(), &mut buf, BITMAP_AT);
+        read_at(self.dir().lock_file(), &mut buf, BITMAP_AT);
         let mut bits = Spares::default();
         for (word, bytes) in bits.0.iter_mut().zip(buf.chunks_exact(8)) {
             *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
@@ -102,7 +102,7 @@ impl Locked<'_> {
         for (i, (a, b)) in before.0.iter().zip(&after.0).enumerate() {
             if a != b {
                 let _ = write_all_at(
-                    self.dir.lock_file(),
+                    self.dir().lock_file(),
                     &b.to_le_bytes(),
                     BITMAP_AT + 8 * i as u64,
                 );
@@ -115,7 +115,7 @@ impl Locked<'_> {
     /// waiter, joiner or preemptor still has it open), its alive or waiting
     /// byte, or its run byte.
     pub(super) fn take_spare(&self, seq: Seq) -> Option<OwnedFd> {
-        let dir = self.dir;
+        let dir = self.dir();
         if dir.shared {
             return None;
         }
@@ -162,7 +162,7 @@ impl Locked<'_> {
     /// Remove a finished job's file, or keep it as a spare for a new job.
     /// Once no process of the job holds it.
     pub(super) fn retire_job_file(&self, seq: Seq) {
-        let dir = self.dir;
+        let dir = self.dir();
         if !dir.shared {
             let before = self.spares();
             if let Some(k) = before.highest_free()
