@@ -301,6 +301,28 @@ fn job(w: &World, args: &[&str], script: &str) -> std::process::Child {
     w.spawn(&all)
 }
 
+/// A quiet `--preempt` job "p" of priority `prio` on `x` with `--grace grace`.
+fn preemptor(w: &World, prio: &str, grace: &str, script: &str) -> std::process::Child {
+    let args = [
+        "-q",
+        "--preempt",
+        "-p",
+        prio,
+        "--grace",
+        grace,
+        "--name",
+        "p",
+        "-l",
+        "x",
+    ];
+    job(w, &args, script)
+}
+
+/// Nothing is left in the state directory.
+fn assert_no_jobs(w: &World) {
+    assert!(w.status()["resources"].as_array().unwrap().is_empty());
+}
+
 /// Wait until job `name` holds the first resource and is marked as being
 /// preempted.
 fn await_being_preempted(w: &World, name: &str) {
@@ -330,22 +352,7 @@ fn a_waiter_behind_a_preempted_holder_is_woken_when_the_holder_stops_holding() {
         &format!("echo w >> {}", log.display()),
     );
     assert_eq!(w.await_waiters("x", 1), ["w"]);
-    let mut p = job(
-        &w,
-        &[
-            "-q",
-            "--preempt",
-            "--grace",
-            "50ms",
-            "-p",
-            "1",
-            "--name",
-            "p",
-            "-l",
-            "x",
-        ],
-        &format!("echo p >> {}", log.display()),
-    );
+    let mut p = preemptor(&w, "1", "50ms", &format!("echo p >> {}", log.display()));
     assert_eq!(wait_exit(&mut p), Some(0));
     assert_eq!(wait_exit(&mut waiter), Some(0), "the waiter never ran");
     assert_eq!(wait_exit(&mut v), Some(0));
@@ -354,7 +361,7 @@ fn a_waiter_behind_a_preempted_holder_is_woken_when_the_holder_stops_holding() {
         ["first", "p", "w", "again"],
         "served in priority order"
     );
-    assert!(w.status()["resources"].as_array().unwrap().is_empty());
+    assert_no_jobs(&w);
 }
 
 /// Defect 2: a stop request (what `systemctl stop` sends) to a job whose
@@ -387,22 +394,7 @@ fn a_stop_request_while_a_preempted_command_lingers_is_passed_on_at_once() {
         w.path("once").exists() && w.path("lingering").exists()
     });
     // A long grace: only the passed-on stop request ends the lingerer soon.
-    let mut p = job(
-        &w,
-        &[
-            "-q",
-            "--preempt",
-            "-p",
-            "5",
-            "--grace",
-            "1h",
-            "--name",
-            "p",
-            "-l",
-            "x",
-        ],
-        &format!("echo p >> {}", log.display()),
-    );
+    let mut p = preemptor(&w, "5", "1h", &format!("echo p >> {}", log.display()));
     await_that("the victim's shell to stop", || {
         read_lines(&log).contains(&"stopped".to_string())
     });
@@ -417,7 +409,7 @@ fn a_stop_request_while_a_preempted_command_lingers_is_passed_on_at_once() {
         ["run", "stopped", "lingerer-stopped", "p"],
         "the stopped job ran again"
     );
-    assert!(w.status()["resources"].as_array().unwrap().is_empty());
+    assert_no_jobs(&w);
 }
 
 /// The same while the preempted command itself ignores SIGTERM (the case
@@ -438,22 +430,7 @@ fn a_stop_request_during_a_slow_preemption_ends_the_job() {
         &script,
     );
     await_that("the victim to run", || w.path("once").exists());
-    let mut p = job(
-        &w,
-        &[
-            "-q",
-            "--preempt",
-            "-p",
-            "5",
-            "--grace",
-            "1s",
-            "--name",
-            "p",
-            "-l",
-            "x",
-        ],
-        "true",
-    );
+    let mut p = preemptor(&w, "5", "1s", "true");
     await_being_preempted(&w, "v");
     kill(Pid::from_raw(v.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(wait_exit(&mut v), Some(143));
