@@ -37,6 +37,23 @@ enum Cmd {
     Status(StatusCli),
     /// Print a systemd .service (or with --timer its .timer) that runs COMMAND through baton.
     Unit(UnitCli),
+    /// Print a completion script for SHELL (bash, zsh or fish).
+    Completions(CompletionsCli),
+    /// Write the man pages (baton.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man(ManCli),
+}
+
+#[derive(Args, Debug)]
+struct CompletionsCli {
+    #[arg(value_name = "SHELL")]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+struct ManCli {
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 /// `baton run` alone: what [`main`] parses when the first argument is
@@ -97,9 +114,12 @@ struct RunCli {
     /// The job's name in status [default: the systemd unit, else the command's base name].
     #[arg(long = "name", value_name = "JOB")]
     name: Option<String>,
-    /// If the job cannot start at once, exit 75 without running it.
+    /// If the job cannot start at once, exit 75 (or -E N) without running it.
     #[arg(short = 'n', long = "no-wait")]
     no_wait: bool,
+    /// The exit status when the job is not started (--no-wait, --wait-timeout), as flock(1)'s -E [default: 75].
+    #[arg(short = 'E', long = "conflict-exit-code", value_name = "N")]
+    conflict_exit_code: Option<u8>,
     /// If a job with the same --name is already waiting, do not queue a second run: wait for it and exit with its status.
     #[arg(long)]
     coalesce: bool,
@@ -123,12 +143,19 @@ struct RunCli {
     /// Print nothing of baton's own but errors.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// The command to run, and its arguments.
+    /// Run STRING with `sh -c`, as flock(1)'s -c (instead of COMMAND).
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "STRING",
+        conflicts_with = "command"
+    )]
+    shell_command: Option<OsString>,
+    /// The command to run, and its arguments (options of baton's come before it).
     #[arg(
         value_name = "COMMAND",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
+        required_unless_present = "shell_command",
+        trailing_var_arg = true
     )]
     command: Vec<OsString>,
 }
@@ -277,7 +304,12 @@ impl RunCli {
             grace: self.grace_given.unwrap_or(Duration::from_secs(10)),
             dir: self.common.dir(),
             quiet: self.quiet,
-            command: self.command,
+            not_started: self.conflict_exit_code.unwrap_or(exit::NOT_STARTED),
+            shell: self.shell_command.is_some(),
+            command: match self.shell_command {
+                Some(line) => vec!["sh".into(), "-c".into(), line],
+                None => self.command,
+            },
         })
     }
 }
@@ -317,18 +349,24 @@ pub(crate) fn main() -> u8 {
             return exit::USAGE;
         }
         Err(e) => {
-            let text = e.to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad arguments");
-            crate::progress::say(&format!("baton: {}\n", line.trim_start_matches("error: ")));
+            crate::progress::say(&format!("baton: {}\n", one_line(&e.to_string())));
             return exit::USAGE;
         }
     };
     let outcome = match cli.command {
         Cmd::Run(r) => r.validate().and_then(crate::run::run),
         Cmd::Unit(u) => u.validate().and_then(crate::unit::unit),
+        Cmd::Completions(c) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                c.shell,
+                &mut Cli::command(),
+                "baton",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Cmd::Man(m) => man_pages(&m.dir),
         Cmd::Status(s) => s
             .names
             .iter()
@@ -342,6 +380,57 @@ pub(crate) fn main() -> u8 {
             e.exit_code()
         }
     }
+}
+
+/// A clap error as one line: its first line, and when that announces a list
+/// (ends with ':'), the items of the list after it (the missing arguments).
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines
+        .next()
+        .unwrap_or("bad arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    if !first.ends_with(':') {
+        // A hint clap puts on the next line, such as the possible values.
+        return match lines.next() {
+            Some(hint) if hint.starts_with('[') => format!("{first} {hint}"),
+            _ => first,
+        };
+    }
+    let items: Vec<&str> = lines
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .collect();
+    format!("{} {}", first, items.join(", "))
+}
+
+/// Write `baton.1` and `baton-SUB.1` for each subcommand into `dir`, from
+/// the same clap definitions as `--help`.
+fn man_pages(dir: &std::path::Path) -> Result<u8> {
+    use clap::CommandFactory;
+    let write = |name: &str, cmd: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .map_err(|e| Error::io("rendering", &path, e))?;
+        std::fs::write(&path, out).map_err(|e| Error::io("writing", &path, e))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let mut top = Cli::command();
+    top.build();
+    for sub in top
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+    {
+        let name = format!("baton-{}", sub.get_name());
+        write(
+            &name,
+            sub.clone().name(&*Box::leak(name.clone().into_boxed_str())),
+        )?;
+    }
+    write("baton", top)?;
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -96,6 +96,12 @@ fn service(args: &UnitArgs) -> Result<String> {
             ]);
         }
     }
+    if r.not_started != crate::error::exit::NOT_STARTED {
+        words.extend([
+            "--conflict-exit-code".into(),
+            r.not_started.to_string().into(),
+        ]);
+    }
     if let Some(dir) = &args.dir {
         words.extend(["--dir".into(), dir.clone().into_os_string()]);
     }
@@ -114,10 +120,20 @@ fn service(args: &UnitArgs) -> Result<String> {
         "[Service]\nType=oneshot\n# baton reports what it waits for: see `systemctl status`.\nNotifyAccess=main"
     );
     let _ = writeln!(s, "ExecStart={}", exec.join(" "));
-    let _ = writeln!(
-        s,
-        "# Stopped while waiting or running: baton exits 143 (128+SIGTERM).\nSuccessExitStatus=143"
-    );
+    if r.no_wait || r.wait_timeout.is_some() {
+        // Not started because the resource was busy: not a failure of the unit.
+        let _ = writeln!(
+            s,
+            "# Stopped while waiting or running: baton exits 143 (128+SIGTERM);\n\
+             # not started (busy, --no-wait or --wait-timeout): {}.\nSuccessExitStatus=143 {}",
+            r.not_started, r.not_started
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "# Stopped while waiting or running: baton exits 143 (128+SIGTERM).\nSuccessExitStatus=143"
+        );
+    }
     Ok(s)
 }
 

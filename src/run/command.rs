@@ -59,12 +59,21 @@ pub(super) fn spawn_error(program: &OsStr, e: std::io::Error) -> Error {
 }
 
 /// The job's name when `--name` is not given: the systemd unit baton runs
-/// in, else the command's base name.
-pub(super) fn default_name(program: &OsStr) -> String {
+/// in, else the command's base name (with `-c STRING`, that of STRING's
+/// first word).
+pub(super) fn default_name(args: &super::RunArgs) -> String {
     systemd_unit().unwrap_or_else(|| {
-        Path::new(program)
+        let program = match (args.shell, args.command.get(2)) {
+            (true, Some(line)) => line
+                .to_string_lossy()
+                .split_whitespace()
+                .next()
+                .map_or_else(|| OsStr::new("sh").to_os_string(), Into::into),
+            _ => args.command[0].clone(),
+        };
+        Path::new(&program)
             .file_name()
-            .unwrap_or(program)
+            .unwrap_or(&program)
             .to_string_lossy()
             .into_owned()
     })

@@ -42,6 +42,10 @@ pub(crate) struct RunArgs {
     pub(crate) grace: Duration,
     pub(crate) dir: PathBuf,
     pub(crate) quiet: bool,
+    /// The status of "not started" (`-E`, default 75).
+    pub(crate) not_started: u8,
+    /// `-c STRING`: the command is `sh -c STRING`.
+    pub(crate) shell: bool,
     pub(crate) command: Vec<OsString>,
 }
 
@@ -97,10 +101,7 @@ pub(crate) fn run_job<S: Store>(
 /// What `baton run` records of its job.
 fn job_info(args: &RunArgs) -> JobInfo {
     JobInfo {
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| default_name(&args.command[0])),
+        name: args.name.clone().unwrap_or_else(|| default_name(args)),
         pid: std::process::id() as i32,
         uid: nix::unistd::geteuid().as_raw(),
         priority: args.priority,
@@ -144,10 +145,10 @@ fn queue_or_join<S: Store>(
             Entered::Queued(job, first) => return Ok(Queued::Job(job, first)),
             Entered::Joined(joined) => {
                 if args.no_wait {
-                    return Ok(Queued::Done(exit::NOT_STARTED));
+                    return Ok(Queued::Done(args.not_started));
                 }
                 progress.joined(joined.id(), &info.name);
-                if let Some(code) = wait_joined(&joined, signals, deadline)? {
+                if let Some(code) = wait_joined(&joined, signals, deadline, args.not_started)? {
                     return Ok(Queued::Done(code));
                 }
             }
@@ -176,10 +177,10 @@ fn run_once<J: QueuedJob>(
     if let Attempt::Blocked(why) = attempt {
         if args.no_wait {
             job.leave();
-            return Ok(Once::Done(exit::NOT_STARTED));
+            return Ok(Once::Done(args.not_started));
         }
         show_blocked(progress, &job, why);
-        if let Waited::Left(code) = wait(&mut job, signals, deadline, progress)? {
+        if let Waited::Left(code) = wait(&mut job, signals, deadline, args.not_started, progress)? {
             progress.left();
             job.leave();
             return Ok(Once::Done(code));
@@ -265,6 +266,7 @@ fn wait_joined<R: JoinedRun>(
     joined: &R,
     signals: &Signals,
     mut deadline: Option<Instant>,
+    not_started: u8,
 ) -> Result<Option<u8>> {
     loop {
         let now = Instant::now();
@@ -272,7 +274,7 @@ fn wait_joined<R: JoinedRun>(
             && d <= now
         {
             if !joined.started() {
-                return Ok(Some(exit::NOT_STARTED));
+                return Ok(Some(not_started));
             }
             deadline = None;
         }
@@ -298,12 +300,13 @@ fn wait<J: QueuedJob>(
     job: &mut J,
     signals: &Signals,
     deadline: Option<Instant>,
+    not_started: u8,
     progress: &mut Progress,
 ) -> Result<Waited> {
     loop {
         let now = Instant::now();
         if deadline.is_some_and(|d| d <= now) {
-            return Ok(Waited::Left(exit::NOT_STARTED));
+            return Ok(Waited::Left(not_started));
         }
         job.on_deadline();
         let timeout = [
@@ -353,6 +356,8 @@ mod loop_tests {
             grace: Duration::from_secs(1),
             dir: PathBuf::new(),
             quiet: true,
+            not_started: 75,
+            shell: false,
             command: ["sh", "-c", script].map(OsString::from).into(),
         }
     }

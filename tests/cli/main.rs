@@ -11,6 +11,7 @@ mod input;
 mod order;
 mod output;
 mod preempt;
+mod shell;
 mod signals;
 mod statedir;
 mod unit;

@@ -149,20 +149,29 @@ impl StateDir {
         Ok(shared)
     }
 
-    /// Open (creating) `lock`, which must be a regular file.
+    /// Open `lock`, which must be a regular file. A directory without one
+    /// becomes a state directory only if it holds nothing but what baton
+    /// makes (it is empty, or another baton is setting it up right now):
+    /// `--dir /etc` or `--dir ~` is refused and left untouched.
     fn open_lock(path: &Path, fd: &OwnedFd, shared: bool) -> Result<OwnedFd> {
-        let flags = OFlag::O_RDWR
-            | OFlag::O_CREAT
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_CLOEXEC;
-        let lock = openat(
-            fd,
-            "lock",
-            flags,
-            Perm::from_bits_truncate(file_mode(shared)),
-        )
-        .map_err(|e| match e {
+        let flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let perm = Perm::from_bits_truncate(file_mode(shared));
+        let opened = match openat(fd, "lock", flags, perm) {
+            Err(Errno::ENOENT) => {
+                if let Some(stranger) = Self::foreign_entry(path, fd)? {
+                    return Err(unsafe_dir(
+                        path,
+                        format!(
+                            "is not a baton state directory (it holds {stranger:?}, which baton \
+                             did not make); use an empty or new directory"
+                        ),
+                    ));
+                }
+                openat(fd, "lock", flags | OFlag::O_CREAT, perm)
+            }
+            other => other,
+        };
+        let lock = opened.map_err(|e| match e {
             Errno::ELOOP => unsafe_dir(path, "lock is a symbolic link"),
             e => Error::io("opening", path.join("lock"), e),
         })?;
@@ -175,6 +184,26 @@ impl StateDir {
             return Err(unsafe_dir(path, "lock is not a regular file"));
         }
         Ok(lock)
+    }
+
+    /// The first entry of the directory that baton would not have made.
+    fn foreign_entry(path: &Path, fd: &OwnedFd) -> Result<Option<String>> {
+        let dirfd = openat(
+            fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Perm::empty(),
+        )
+        .map_err(|e| Error::io("reading", path, e))?;
+        let mut dir = nix::dir::Dir::from_fd(dirfd).map_err(|e| Error::io("reading", path, e))?;
+        for item in dir.iter() {
+            let item = item.map_err(|e| Error::io("reading", path, e))?;
+            let name = item.file_name().to_string_lossy();
+            if !matches!(&*name, "." | "..") && !is_baton_name(&name) {
+                return Ok(Some(name.into_owned()));
+            }
+        }
+        Ok(None)
     }
 
     /// Hold the directory's mutex until the guard is dropped.
@@ -298,6 +327,16 @@ impl StateDir {
     pub(super) fn lock_file(&self) -> &OwnedFd {
         &self.lock
     }
+}
+
+/// A name baton makes in a state directory: `lock`, `j.<seq>`, `s.<k>`,
+/// `q.<key>`.
+fn is_baton_name(name: &str) -> bool {
+    let number = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    name == "lock"
+        || name.strip_prefix("j.").is_some_and(number)
+        || name.strip_prefix("s.").is_some_and(number)
+        || parse_queue_name(name).is_some()
 }
 
 fn file_mode(shared: bool) -> u32 {
