@@ -16,11 +16,12 @@ LABEL = {
     "baton": "baton (`baton run -l x -- true`), static musl build",
     "baton-fresh": "baton, static musl build, fresh state directory every drain",
     "baton-glibc": "baton, default glibc build (`cargo install --path .`)",
+    "baton-before": "baton, the build given as BEFORE (for a before/after comparison)",
     "flock": "flock (`flock FILE true`)",
     "busy": "busy-wait (`mkdir` poll, `sleep 0.5`)",
     "none": "no lock (`/usr/bin/true`), launch floor",
 }
-ORDER = ["baton", "baton-fresh", "baton-glibc", "flock", "busy", "none"]
+ORDER = ["baton", "baton-before", "baton-fresh", "baton-glibc", "flock", "busy", "none"]
 
 # The claims, as stated in the brief.
 CLAIM_DRAIN_VS_FLOCK = 1.0   # baton per-job <= flock per-job at the small N
@@ -143,8 +144,9 @@ def main():
         names = {"true": "`true`", "flock": "`flock FILE true`",
                  "timeout": "`timeout 60 true` (smallest fork-and-wait wrapper)",
                  "baton": "`baton run -l x -- true` (static musl build)",
-                 "baton-glibc": "`baton run -l x -- true` (default glibc build)"}
-        for k in ["true", "timeout", "flock", "baton", "baton-glibc"]:
+                 "baton-glibc": "`baton run -l x -- true` (default glibc build)",
+                 "baton-before": "`baton run -l x -- true` (the BEFORE build)"}
+        for k in ["true", "timeout", "flock", "baton", "baton-before", "baton-glibc"]:
             if k not in unc_med:
                 continue
             rm = unc_round_meds[k]

@@ -30,6 +30,8 @@
 #                       directory for the whole run, as /run/baton is kept on
 #                       a real machine (its spare job files are reused).
 #   BATON_BIN=path      use this baton binary (implies BUILD=0, GLIBC=0)
+#   BEFORE=path         also measure this baton binary as "baton-before", in
+#                       the same rounds (a before/after comparison of builds)
 #   FLOCK=/usr/bin/flock
 #   KEEP=0              1: keep the scratch directory (raw data, job logs)
 #
@@ -109,6 +111,8 @@ fi
 [[ -x $BATON ]] || die "baton binary not found at $BATON"
 [[ -z $BATON_GLIBC || -x $BATON_GLIBC ]] || die "glibc baton binary not found at $BATON_GLIBC"
 BATON=$(cd "$(dirname "$BATON")" && pwd)/$(basename "$BATON")
+BEFORE=${BEFORE:-}
+[[ -z $BEFORE || -x $BEFORE ]] || die "BEFORE binary not found at $BEFORE"
 # What was measured, taken now: the work tree may change while the run goes on.
 BUILT_FROM="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
 git -C "$repo" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
@@ -198,6 +202,7 @@ drain() {
         baton) cmd=("$BATON" run -l x -- true) ;;
         baton-fresh) cmd=("$BATON" run -l x -- true); state=$work ;;
         baton-glibc) cmd=("$BATON_GLIBC" run -l x -- true) ;;
+        baton-before) cmd=("$BEFORE" run -l x -- true) ;;
         flock) mkdir -p "$state"; cmd=("$FLOCK" "$state/lockfile" true) ;;
         busy)  cmd=(sh -c 'until mkdir "$1" 2>/dev/null; do sleep 0.5; done; true; rmdir "$1"' sh "$work/lockdir") ;;
         none)  cmd=("$TRUE_BIN") ;;   # fork+exec, no lock: the launch floor
@@ -285,6 +290,7 @@ drain() {
 
 # --- header ------------------------------------------------------------------
 tools=(baton)
+[[ -n $BEFORE ]] && tools+=(baton-before)
 [[ $FRESH == 1 ]] && tools+=(baton-fresh)
 [[ $GLIBC == 1 ]] && tools+=(baton-glibc)
 tools+=(flock)
@@ -304,7 +310,7 @@ for n in $SIZES; do
     for tool in "${tools[@]}"; do
         [[ $tool == busy ]] && (( n > BUSY_MAX )) && continue
         w=$(( n < 50 ? n : 50 ))
-        [[ $tool == baton || $tool == baton-glibc ]] && w=$n
+        [[ $tool == baton || $tool == baton-glibc || $tool == baton-before ]] && w=$n
         drain "$tool" "$w" 0
     done
     for (( r = 1; r <= ROUNDS; r++ )); do
@@ -341,7 +347,8 @@ if [[ $UNCONTENDED == 1 ]]; then
                 -n flock "$(q "$FLOCK") $(q "$ulock") true" \
                 -n timeout "timeout 60 true" \
                 -n baton "$(q "$BATON") run -l x -- true" \
-                ${BATON_GLIBC:+-n baton-glibc "$(q "$BATON_GLIBC") run -l x -- true"} >&2
+                ${BATON_GLIBC:+-n baton-glibc "$(q "$BATON_GLIBC") run -l x -- true"} \
+                ${BEFORE:+-n baton-before "$(q "$BEFORE") run -l x -- true"} >&2
             UNC_JSON+=("$SCRATCH/uncontended-$r.json")
         done
     else
@@ -354,7 +361,8 @@ if [[ $UNCONTENDED == 1 ]]; then
             flock="$FLOCK $ulock true" \
             timeout="timeout 60 true" \
             baton="$BATON run -l x -- true" \
-            ${BATON_GLIBC:+baton-glibc="$BATON_GLIBC run -l x -- true"} >&2
+            ${BATON_GLIBC:+baton-glibc="$BATON_GLIBC run -l x -- true"} \
+            ${BEFORE:+baton-before="$BEFORE run -l x -- true"} >&2
         UNC_JSON+=("$SCRATCH/uncontended-py.json")
     fi
     left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' ! \( -name 'q.*' -size -65c \) | head -n 5 || true)
@@ -369,6 +377,7 @@ python3 "$here/report.py" \
     --meta "baton=$BATON (sha256 $BATON_SUM…, $BATON_KIND)" \
     ${BATON_GLIBC:+--meta "baton-glibc=$BATON_GLIBC ($(file -b "$BATON_GLIBC" | cut -d, -f1-2))"} \
     --meta "built from=$BUILT_FROM" \
+    ${BEFORE:+--meta "baton-before=$BEFORE (sha256 $(sha256sum "$BEFORE" | cut -c1-12)…)"} \
     --meta "flock=$("$FLOCK" --version 2>&1 | head -n 1)" \
     --meta "uncontended timer=$( [[ $UNC_MODE == hyperfine ]] && hyperfine --version || echo "$UNC_MODE")" \
     --meta "machine=$(nproc) cores, $(uname -sr), load before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" \

@@ -9,175 +9,16 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 
 use crate::error::{Error, Result, exit};
 use crate::job::{Mode, Resource};
 use crate::run::RunArgs;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "baton",
-    version,
-    about = "Run commands that share a resource one at a time, in priority order.",
-    after_help = "Exit status: the command's own; 128+N if it (or a waiting baton) was ended by \
-signal N; 75 not started (--no-wait, --wait-timeout); 124 --timeout; 126/127 command not \
-executable/not found; 64 bad arguments; 77 unsafe state directory; 70 internal error."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Run COMMAND once its resources are granted, holding them until it ends.
-    Run(RunCli),
-    /// Show who holds each resource and who waits for it, in service order.
-    Status(StatusCli),
-    /// Print a systemd .service (or with --timer its .timer) that runs COMMAND through baton.
-    Unit(UnitCli),
-    /// Print a completion script for SHELL (bash, zsh or fish).
-    Completions(CompletionsCli),
-    /// Write the man pages (baton.1 and one per subcommand) into DIR.
-    #[command(hide = true)]
-    Man(ManCli),
-}
-
-#[derive(Args, Debug)]
-struct CompletionsCli {
-    #[arg(value_name = "SHELL")]
-    shell: clap_complete::Shell,
-}
-
-#[derive(Args, Debug)]
-struct ManCli {
-    #[arg(value_name = "DIR")]
-    dir: PathBuf,
-}
-
-/// `baton run` alone: what [`main`] parses when the first argument is
-/// `run`, so that the commonest call (once per job) builds only its own
-/// options, not the whole command tree. Same options, help and errors.
-#[derive(Parser, Debug)]
-#[command(
-    name = "run",
-    bin_name = "baton run",
-    about = "Run COMMAND once its resources are granted, holding them until it ends"
-)]
-struct RunOnly {
-    #[command(flatten)]
-    run: RunCli,
-}
-
-#[derive(Args, Debug)]
-struct UnitCli {
-    /// The unit's name, without .service (e.g. mbsync).
-    #[arg(value_name = "UNIT")]
-    unit: String,
-    /// The unit's Description=.
-    #[arg(long)]
-    description: Option<String>,
-    /// Print the .timer that starts the service, instead of the service.
-    #[arg(long)]
-    timer: bool,
-    /// With --timer: start it every DUR (OnBootSec= and OnUnitActiveSec=).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    every: Option<Duration>,
-    /// With --timer: start it on this calendar event (OnCalendar=, e.g. hourly).
-    #[arg(long, value_name = "SPEC")]
-    on_calendar: Option<String>,
-    #[command(flatten)]
-    run: RunCli,
-}
-
-#[derive(Args, Debug)]
-struct RunCli {
-    /// Hold NAME exclusively (repeatable).
-    #[arg(short = 'l', long = "lock", value_name = "NAME")]
-    lock: Vec<String>,
-    /// Hold NAME shared: shared holders run together, never beside an exclusive one (repeatable).
-    #[arg(short = 's', long = "shared", value_name = "NAME")]
-    shared: Vec<String>,
-    /// Take one of N slots of NAME: at most N such jobs run at once (repeatable).
-    #[arg(long = "slots", value_name = "NAME=N")]
-    slots: Vec<String>,
-    /// Higher is served first; may be negative.
-    #[arg(
-        short = 'p',
-        long,
-        default_value_t = 0,
-        allow_negative_numbers = true,
-        value_name = "N"
-    )]
-    priority: i64,
-    /// The job's name in status [default: the systemd unit, else the command's base name].
-    #[arg(long = "name", value_name = "JOB")]
-    name: Option<String>,
-    /// If the job cannot start at once, exit 75 (or -E N) without running it.
-    #[arg(short = 'n', long = "no-wait")]
-    no_wait: bool,
-    /// The exit status when the job is not started (--no-wait, --wait-timeout), as flock(1)'s -E [default: 75].
-    #[arg(short = 'E', long = "conflict-exit-code", value_name = "N")]
-    conflict_exit_code: Option<u8>,
-    /// If a job with the same --name is already waiting, do not queue a second run: wait for it and exit with its status.
-    #[arg(long)]
-    coalesce: bool,
-    /// May interrupt running lower-priority --preemptible jobs (SIGTERM to their group, SIGKILL after --grace).
-    #[arg(long)]
-    preempt: bool,
-    /// May be interrupted by a higher-priority --preempt job; then runs again later from its old place.
-    #[arg(long)]
-    preemptible: bool,
-    /// If not started within DUR, leave the queue and exit 75.
-    #[arg(short = 'w', long = "wait-timeout", value_name = "DUR", value_parser = parse_duration)]
-    wait_timeout: Option<Duration>,
-    /// Stop the command after DUR of running: SIGTERM, SIGKILL after --grace; exit 124.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    timeout: Option<Duration>,
-    /// How long a stopped command (--timeout, or preempted by this job) gets between SIGTERM and SIGKILL [default: 10s].
-    #[arg(long = "grace", value_name = "DUR", value_parser = parse_duration)]
-    grace_given: Option<Duration>,
-    #[command(flatten)]
-    common: Common,
-    /// Print nothing of baton's own but errors.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Run STRING with `sh -c`, as flock(1)'s -c (instead of COMMAND).
-    #[arg(
-        short = 'c',
-        long = "command",
-        value_name = "STRING",
-        conflicts_with = "command"
-    )]
-    shell_command: Option<OsString>,
-    /// The command to run, and its arguments (options of baton's come before it).
-    #[arg(
-        value_name = "COMMAND",
-        required_unless_present = "shell_command",
-        trailing_var_arg = true
-    )]
-    command: Vec<OsString>,
-}
-
-#[derive(Args, Debug)]
-struct StatusCli {
-    /// Print one JSON document instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    common: Common,
-    /// Only these resources.
-    #[arg(value_name = "NAME")]
-    names: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-struct Common {
-    /// State directory [default: $BATON_DIR, $XDG_RUNTIME_DIR/baton, /run/baton (root), /tmp/baton-$UID].
-    #[arg(long, value_name = "DIR", env = "BATON_DIR", hide_env = true)]
-    dir: Option<PathBuf>,
-}
+// The clap definitions, shared with build.rs (which makes the man pages
+// and completion scripts from them): `--help`, `man baton` and tab
+// completion never drift.
+include!("args.rs");
 
 impl Common {
     /// `--dir` / `$BATON_DIR` as given (an empty one counts as not given).
@@ -211,16 +52,6 @@ impl UnitCli {
             dir,
         })
     }
-}
-
-/// A human duration (`500ms`, `30s`, `1h30m`), or bare seconds (`2.5`) as
-/// flock(1) takes them.
-pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{s}'"));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration '{s}': {e}"))
 }
 
 /// SPEC "Words": 1 to 255 bytes of UTF-8, no control characters.
@@ -357,13 +188,12 @@ pub(crate) fn main() -> u8 {
         Cmd::Run(r) => r.validate().and_then(crate::run::run),
         Cmd::Unit(u) => u.validate().and_then(crate::unit::unit),
         Cmd::Completions(c) => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                c.shell,
-                &mut Cli::command(),
-                "baton",
-                &mut std::io::stdout(),
-            );
+            let script = match c.shell {
+                Shell::Bash => include_str!(concat!(env!("OUT_DIR"), "/baton.bash")),
+                Shell::Zsh => include_str!(concat!(env!("OUT_DIR"), "/_baton")),
+                Shell::Fish => include_str!(concat!(env!("OUT_DIR"), "/baton.fish")),
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), script.as_bytes());
             Ok(0)
         }
         Cmd::Man(m) => man_pages(&m.dir),
@@ -404,32 +234,16 @@ fn one_line(text: &str) -> String {
     format!("{} {}", first, items.join(", "))
 }
 
-/// Write `baton.1` and `baton-SUB.1` for each subcommand into `dir`, from
-/// the same clap definitions as `--help`.
+/// The man pages, made by build.rs from the clap definitions: (file, text).
+const MAN_PAGES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/man_pages.rs"));
+
+/// Write `baton.1` and `baton-SUB.1` for each subcommand into `dir`.
 fn man_pages(dir: &std::path::Path) -> Result<u8> {
-    use clap::CommandFactory;
-    let write = |name: &str, cmd: clap::Command| -> Result<()> {
-        let path = dir.join(format!("{name}.1"));
-        let mut out = Vec::new();
-        clap_mangen::Man::new(cmd)
-            .render(&mut out)
-            .map_err(|e| Error::io("rendering", &path, e))?;
-        std::fs::write(&path, out).map_err(|e| Error::io("writing", &path, e))
-    };
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let mut top = Cli::command();
-    top.build();
-    for sub in top
-        .get_subcommands()
-        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
-    {
-        let name = format!("baton-{}", sub.get_name());
-        write(
-            &name,
-            sub.clone().name(&*Box::leak(name.clone().into_boxed_str())),
-        )?;
+    for (name, text) in MAN_PAGES {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Error::io("writing", &path, e))?;
     }
-    write("baton", top)?;
     Ok(0)
 }
 
