@@ -175,7 +175,7 @@ pub(crate) fn main() -> u8 {
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             crate::progress::say(
-                "baton: a subcommand is needed: run, status or unit (see baton --help)\n",
+                "baton: a subcommand is needed: run, status, unit or completions (see baton --help)\n",
             );
             return exit::USAGE;
         }
