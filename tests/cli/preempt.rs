@@ -301,6 +301,15 @@ fn job(w: &World, args: &[&str], script: &str) -> std::process::Child {
     w.spawn(&all)
 }
 
+/// A quiet `--preemptible` job "v" on `x` running `sh -c script`.
+fn victim(w: &World, script: &str) -> std::process::Child {
+    job(
+        w,
+        &["-q", "--preemptible", "--name", "v", "-l", "x"],
+        script,
+    )
+}
+
 /// A quiet `--preempt` job "p" of priority `prio` on `x` with `--grace grace`.
 fn preemptor(w: &World, prio: &str, grace: &str, script: &str) -> std::process::Child {
     let args = [
@@ -384,11 +393,7 @@ fn a_stop_request_while_a_preempted_command_lingers_is_passed_on_at_once() {
         l = log.display(),
         d = w.tmp.path().display()
     );
-    let mut v = job(
-        &w,
-        &["-q", "--preemptible", "--name", "v", "-l", "x"],
-        &script,
-    );
+    let mut v = victim(&w, &script);
     // Both traps are set before the preemption's SIGTERM can come.
     await_that("the victim to run", || {
         w.path("once").exists() && w.path("lingering").exists()
@@ -431,11 +436,7 @@ fn a_stop_request_during_a_slow_preemption_ends_the_job() {
         l = log.display(),
         d = w.tmp.path().display()
     );
-    let mut v = job(
-        &w,
-        &["-q", "--preemptible", "--name", "v", "-l", "x"],
-        &script,
-    );
+    let mut v = victim(&w, &script);
     await_that("the victim to run", || w.path("once").exists());
     let mut p = preemptor(&w, "5", "1s", "true");
     await_being_preempted(&w, "v");
@@ -465,11 +466,7 @@ fn a_finished_run_is_not_run_again_when_a_preemption_comes_as_it_ends() {
         l = log.display(),
         go = go.display()
     );
-    let mut v = job(
-        &w,
-        &["-q", "--preemptible", "--name", "v", "-l", "x"],
-        &script,
-    );
+    let mut v = victim(&w, &script);
     let cmd = Pid::from_raw(await_file(&pidfile).trim().parse().unwrap());
     let baton = Pid::from_raw(v.id() as i32);
     kill(baton, Signal::SIGSTOP).unwrap();
