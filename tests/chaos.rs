@@ -825,6 +825,20 @@ struct Runs {
     start_after_end: bool,
 }
 
+/// Whether process `pid` blocks or catches SIGTERM (`SigBlk`/`SigCgt` in
+/// /proc): baton blocks it in an ELF constructor, before its runtime starts.
+fn term_handled_by(pid: Pid) -> bool {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let bit = 1u64 << (libc::SIGTERM - 1);
+    status.lines().any(|l| {
+        ["SigBlk:", "SigCgt:"].iter().any(|k| {
+            l.strip_prefix(k)
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & bit != 0)
+        })
+    })
+}
+
 fn harness() -> bool {
     let seed = env_num("BATON_CHAOS_SEED", DEFAULT_SEED);
     let jobs = env_num("BATON_CHAOS_JOBS", 5000) as usize;
@@ -913,9 +927,15 @@ fn harness() -> bool {
             if let Some((at, sig)) = l.signal_at
                 && at <= now
             {
-                l.signal_at = None;
                 // Our own child, not yet reaped: the pid is still its own.
                 let pid = Pid::from_raw(l.child.id() as i32);
+                // A SIGTERM waits until baton runs code of its own (TERM
+                // blocked or caught): before that (the kernel's exec, a
+                // dynamic loader) no program can act on a signal.
+                if sig == Signal::SIGTERM && !term_handled_by(pid) {
+                    continue;
+                }
+                l.signal_at = None;
                 if kill(pid, sig).is_ok() {
                     sent[l.id] = Some((sig, now - l.launched));
                 }
