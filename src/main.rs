@@ -6,8 +6,10 @@ operation.
 */
 
 mod alloc;
+mod cancel;
 mod cli;
 mod error;
+mod history;
 mod job;
 mod progress;
 mod queue;

@@ -66,6 +66,12 @@ pub(crate) fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
     print(&build(&dir.display().to_string(), &jobs, names), json)
 }
 
+/// `baton status --watch` (being written).
+pub(crate) fn watch(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
+    let _ = (dir, json, names);
+    Err(Error::Internal("baton status --watch is not built yet".into()))
+}
+
 /// Print a report as a table or JSON.
 fn print(report: &Report, json: bool) -> Result<u8> {
     let mut out = std::io::stdout().lock();

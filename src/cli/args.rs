@@ -22,6 +22,10 @@ enum Cmd {
     Run(RunCli),
     /// Show who holds each resource and who waits for it, in service order.
     Status(StatusCli),
+    /// Show the jobs that ended: a table, JSON Lines (--json) or a timeline picture (--svg).
+    History(HistoryCli),
+    /// Take waiting jobs out of the queue (with --running, stop running ones too).
+    Cancel(CancelCli),
     /// Print a systemd .service (or with --timer its .timer) that runs COMMAND through baton.
     Unit(UnitCli),
     /// Print a completion script for SHELL (bash, zsh or fish).
@@ -152,11 +156,45 @@ struct StatusCli {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
+    /// Redraw whenever the queue changes (with --json: one document per line per change).
+    #[arg(long)]
+    watch: bool,
     #[command(flatten)]
     common: Common,
     /// Only these resources.
     #[arg(value_name = "NAME")]
     names: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct HistoryCli {
+    /// Print JSON Lines, one record per job, oldest first.
+    #[arg(long, conflicts_with = "svg")]
+    json: bool,
+    /// Print the timeline as an SVG picture (open it in a browser).
+    #[arg(long)]
+    svg: bool,
+    /// Only jobs that ended within DUR (2h) or since a time (2026-12-01T10:00:00Z).
+    #[arg(long, value_name = "DUR|TIME")]
+    since: Option<String>,
+    /// Only the newest N jobs.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Only jobs of these names, or that held these resources.
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CancelCli {
+    /// Also stop running jobs: SIGTERM to the command's process group.
+    #[arg(long)]
+    running: bool,
+    #[command(flatten)]
+    common: Common,
+    /// Jobs by arrival id (as in baton status --json) or job name.
+    #[arg(value_name = "ID|NAME", required = true)]
+    jobs: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -12,6 +12,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::error::{Error, Result, exit};
+use crate::history::Stamp;
+use crate::history::read::Filter;
+use crate::history::show::Format;
 use crate::job::{Mode, Resource};
 use crate::run::RunArgs;
 
@@ -50,6 +53,64 @@ impl UnitCli {
             run: self.run.validate()?,
             grace,
             dir,
+        })
+    }
+}
+
+impl HistoryCli {
+    fn validate(self) -> Result<(Format, Filter)> {
+        for n in &self.names {
+            check_name(n)?;
+        }
+        let since = match &self.since {
+            None => None,
+            Some(s) => Some(parse_since(s)?),
+        };
+        let format = match (self.json, self.svg) {
+            (true, _) => Format::Json,
+            (_, true) => Format::Svg,
+            _ => Format::Table,
+        };
+        Ok((
+            format,
+            Filter {
+                since,
+                limit: self.limit,
+                names: self.names,
+            },
+        ))
+    }
+}
+
+/// `--since`: a duration back from now (`2h`), or an RFC 3339 time.
+fn parse_since(s: &str) -> Result<Stamp> {
+    if let Ok(d) = parse_duration(s) {
+        return Ok(Stamp(
+            crate::job::now_ms().saturating_sub(d.as_millis() as u64),
+        ));
+    }
+    Stamp::parse(s).ok_or_else(|| {
+        Error::Usage(format!(
+            "--since {s:?}: expected a duration (2h) or a time (2026-12-01T10:00:00Z)"
+        ))
+    })
+}
+
+impl CancelCli {
+    fn validate(self) -> Result<crate::cancel::CancelArgs> {
+        let mut targets = Vec::new();
+        for j in self.jobs {
+            if j.is_empty() || j.chars().any(char::is_control) {
+                return Err(Error::Usage(format!(
+                    "job {j:?}: expected an id or a job name"
+                )));
+            }
+            targets.push(j);
+        }
+        Ok(crate::cancel::CancelArgs {
+            running: self.running,
+            dir: self.common.dir(),
+            targets,
         })
     }
 }
@@ -175,7 +236,7 @@ pub(crate) fn main() -> u8 {
         }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             crate::progress::say(
-                "baton: a subcommand is needed: run, status, unit or completions (see baton --help)\n",
+                "baton: a subcommand is needed: run, status, history, cancel, unit or completions (see baton --help)\n",
             );
             return exit::USAGE;
         }
@@ -201,7 +262,17 @@ pub(crate) fn main() -> u8 {
             .names
             .iter()
             .try_for_each(|n| check_name(n))
-            .and_then(|()| crate::status::status(&s.common.dir(), s.json, &s.names)),
+            .and_then(|()| {
+                if s.watch {
+                    crate::status::watch(&s.common.dir(), s.json, &s.names)
+                } else {
+                    crate::status::status(&s.common.dir(), s.json, &s.names)
+                }
+            }),
+        Cmd::History(h) => h.validate().and_then(|(format, filter)| {
+            crate::history::show::history(format, &filter)
+        }),
+        Cmd::Cancel(c) => c.validate().and_then(crate::cancel::cancel),
     };
     match outcome {
         Ok(code) => code,

@@ -126,6 +126,13 @@ impl Holder {
 
 /// One job in the queue, owned by the baton that queued it.
 pub(crate) trait QueuedJob {
+    /// The job's arrival id (`BATON_JOB`, `status`, `history`).
+    fn id(&self) -> Seq;
+
+    /// The fencing token of the last grant (`BATON_FENCE`): strictly
+    /// greater for every later grant of any of its resources.
+    fn fence(&self) -> u64;
+
     /// Try to start. Blocked: the store arms whatever will make
     /// [`QueuedJob::wake_fd`] readable when the job may have become
     /// startable; the caller then calls [`QueuedJob::on_wake`] and tries

@@ -8,8 +8,8 @@ The mutex is an OFD write lock on byte 0 of `lock`, held while a process
 reads queues and changes them. [`StateDir::lock`] returns a [`Locked`]
 guard, and every function that must run inside the critical section takes
 `&Locked` (or is a method of it), so a call outside it does not compile.
-`lock` also holds the arrival counter (bytes 0..8) and the spare bitmap
-(bytes 8..520, see `spares.rs`).
+`lock` also holds the arrival counter (bytes 0..8), the spare bitmap
+(bytes 8..520, see `spares.rs`) and the fencing counter (bytes 520..528).
 */
 
 use std::io;
@@ -339,6 +339,10 @@ fn is_baton_name(name: &str) -> bool {
         || parse_queue_name(name).is_some()
 }
 
+/// Where the fencing counter lives in `lock` (after the spare bitmap).
+const FENCE_AT: u64 = 520;
+const _: () = assert!(FENCE_AT >= 8 + super::spares::SPARES as u64 / 8);
+
 fn file_mode(shared: bool) -> u32 {
     if shared { 0o664 } else { 0o644 }
 }
@@ -379,6 +383,27 @@ impl<'d> Locked<'d> {
             .filter(|n| *n < u64::MAX / 2)
             .unwrap_or(1);
         records::write_all_at(lock, &next.to_le_bytes(), 0)
+            .map_err(|e| Error::io("writing", self.dir.path.join("lock"), e))?;
+        Ok(next)
+    }
+
+    /// The next fencing token (`BATON_FENCE`): above the last one given in
+    /// this directory (bytes 520..528 of `lock`) and at least the wall
+    /// clock in microseconds, so that tokens keep increasing across a
+    /// reboot that empties `/run` (as long as the clock does not go back).
+    /// One counter for every resource: strictly greater for every later
+    /// grant of any of them, hence of each.
+    pub(super) fn next_fence(&self) -> Result<u64> {
+        let lock = self.dir.lock_file();
+        let mut buf = [0u8; 8];
+        let last = match records::read_at(lock, &mut buf, FENCE_AT) {
+            8 => u64::from_le_bytes(buf),
+            _ => 0,
+        };
+        // A value no clock reaches is damage: start again from the clock.
+        let last = if last >= u64::MAX / 2 { 0 } else { last };
+        let next = (last + 1).max(crate::job::now_ms().saturating_mul(1000));
+        records::write_all_at(lock, &next.to_le_bytes(), FENCE_AT)
             .map_err(|e| Error::io("writing", self.dir.path.join("lock"), e))?;
         Ok(next)
     }

@@ -89,6 +89,7 @@ impl LocalJob {
             flags,
             run_fd: None,
             victims: Vec::new(),
+            fence: 0,
         };
         if let Err(e) = job.write_first_line(&line, fresh) {
             dir.remove_job_file(seq);

@@ -107,6 +107,8 @@ pub(crate) struct LocalJob {
     run_fd: Option<OwnedFd>,
     /// Running jobs this one preempted, until their processes are gone.
     victims: Vec<Victim>,
+    /// The fencing token of the last grant (0 before the first).
+    fence: u64,
 }
 
 impl LocalJob {
@@ -133,6 +135,7 @@ impl LocalJob {
 
     /// Become a holder: mark every record running, then stop waiting.
     fn grant(&mut self, locked: &Locked) -> Result<()> {
+        self.fence = locked.next_fence()?;
         self.write_records(locked, State::Running)?;
         let path = || self.dir.path.join(job_name(self.seq));
         if self.flags.preemptible {
@@ -176,6 +179,14 @@ fn remove(locked: &Locked, seq: Seq, places: &[Place]) {
 }
 
 impl QueuedJob for LocalJob {
+    fn id(&self) -> Seq {
+        self.seq
+    }
+
+    fn fence(&self) -> u64 {
+        self.fence
+    }
+
     fn attempt(&mut self) -> Result<Attempt> {
         let decided = {
             let dir = Rc::clone(&self.dir);
