@@ -107,6 +107,19 @@ pub(crate) struct JobInfo {
     /// How many times it was preempted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) preempted: Option<u8>,
+    /// How many `--coalesce` triggers joined it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) joined: Option<u32>,
+    /// Who took it out of the queue with `baton cancel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cancelled_by: Option<Canceller>,
+}
+
+/// The process that cancelled a job, for its baton's last line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Canceller {
+    pub(crate) uid: u32,
+    pub(crate) pid: i32,
 }
 
 #[cfg(test)]

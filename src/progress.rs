@@ -13,7 +13,7 @@ cron mail): one line when the wait starts and one when the job is granted.
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::job::now_ms;
+use crate::job::{Canceller, now_ms};
 use crate::store::{Holder, Why};
 
 pub(crate) struct Progress {
@@ -174,6 +174,20 @@ impl Progress {
     pub(crate) fn left(&mut self) {
         if self.tty && !self.quiet && self.blocked.take().is_some() {
             say("\r\x1b[K");
+        }
+    }
+
+    /// `baton cancel` took the job out of the queue (SPEC: "cancelled by
+    /// USER (pid N)").
+    pub(crate) fn cancelled(&mut self, by: &Canceller) {
+        self.left();
+        self.status("cancelled");
+        if !self.quiet {
+            say(&format!(
+                "baton: cancelled by {} (pid {})\n",
+                crate::history::user_name(by.uid),
+                by.pid
+            ));
         }
     }
 }

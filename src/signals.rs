@@ -7,7 +7,8 @@ While waiting, SIGTERM, SIGINT and SIGHUP make baton leave the queue and exit
 128+N. While running, they are passed on to the command's process group.
 SIGCHLD only wakes the running loop to reap the command. SIGURG is how a
 preempting job asks a `--preemptible` job's baton to stop its command (it is
-ignored by default, so one sent to a pid that was reused harms no one).
+ignored by default, so one sent to a pid that was reused harms no one),
+and how `baton cancel` tells a baton to read its records.
 
 The three terminating signals are blocked before `main` runs
 ([`BLOCK_AT_START`]), so before the arguments are parsed: one that arrives
@@ -61,8 +62,8 @@ struct Flags {
     last: AtomicUsize,
     /// Whether SIGCHLD arrived since the last `child_exited`.
     child: AtomicBool,
-    /// Whether SIGURG (a preemptor's request) arrived since the last
-    /// `preempt_requested`.
+    /// Whether SIGURG (another baton's hint) arrived since the last
+    /// `store_hint`.
     urg: AtomicBool,
 }
 
@@ -201,10 +202,11 @@ impl Signals {
         self.flags.child.swap(false, Ordering::SeqCst)
     }
 
-    /// Whether SIGURG (a preempting job's request to stop the command)
-    /// arrived since the last call. Only a hint: the queue records say
-    /// whether the job really is preempted.
-    pub(crate) fn preempt_requested(&self) -> bool {
+    /// Whether SIGURG (another baton's hint: a preempting job's request to
+    /// stop the command, or `baton cancel`) arrived since the last call.
+    /// Only a hint: the queue records say whether the job really is
+    /// preempted or cancelled.
+    pub(crate) fn store_hint(&self) -> bool {
         drain(&self.rx);
         self.flags.urg.swap(false, Ordering::SeqCst)
     }

@@ -69,7 +69,9 @@ pub(crate) fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
 /// `baton status --watch` (being written).
 pub(crate) fn watch(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
     let _ = (dir, json, names);
-    Err(Error::Internal("baton status --watch is not built yet".into()))
+    Err(Error::Internal(
+        "baton status --watch is not built yet".into(),
+    ))
 }
 
 /// Print a report as a table or JSON.

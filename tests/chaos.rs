@@ -718,6 +718,7 @@ impl World {
     fn baton(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_baton"));
         c.env("BATON_DIR", &self.state)
+            .env("BATON_HISTORY", self.tmp.join("history"))
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("INVOCATION_ID")
             .env_remove("NOTIFY_SOCKET")

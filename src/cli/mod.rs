@@ -269,9 +269,9 @@ pub(crate) fn main() -> u8 {
                     crate::status::status(&s.common.dir(), s.json, &s.names)
                 }
             }),
-        Cmd::History(h) => h.validate().and_then(|(format, filter)| {
-            crate::history::show::history(format, &filter)
-        }),
+        Cmd::History(h) => h
+            .validate()
+            .and_then(|(format, filter)| crate::history::show::history(format, &filter)),
         Cmd::Cancel(c) => c.validate().and_then(crate::cancel::cancel),
     };
     match outcome {

@@ -190,6 +190,23 @@ impl Record {
         }
     }
 
+    /// A job whose baton died (SIGKILL) before it could record how the job
+    /// ended, as another baton of the same user found it when it cleared
+    /// its records: `ended` is when it was found.
+    pub(crate) fn lost(id: Seq, info: &JobInfo) -> Record {
+        let now = Stamp(crate::job::now_ms());
+        let mut r = Record::of(id, info, now, Outcome::Lost);
+        r.preemptions = u32::from(info.preempted.unwrap_or(0));
+        r.joined = info.joined.unwrap_or(0);
+        if let Some(s) = info.started_ms {
+            r.started = Some(Stamp(s));
+            r.runs = vec![(Stamp(s), now)];
+            r.ran = secs(now.0.saturating_sub(s));
+            r.waited = secs(s.saturating_sub(info.queued_ms));
+        }
+        r
+    }
+
     /// Whether NAME (`baton history NAME`) names this job or one of its
     /// resources.
     pub(crate) fn matches(&self, name: &str) -> bool {
@@ -338,7 +355,10 @@ mod tests {
     fn a_record_round_trips_through_its_json_line() {
         let r = record(7);
         let line = serde_json::to_string(&r).unwrap();
-        assert!(line.contains(r#""queued":"2025-12-01T10:00:00.000Z""#), "{line}");
+        assert!(
+            line.contains(r#""queued":"2025-12-01T10:00:00.000Z""#),
+            "{line}"
+        );
         assert!(line.contains(r#""outcome":"busy""#), "{line}");
         assert!(line.contains(r#""started":null"#), "{line}");
         assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);

@@ -168,7 +168,8 @@ mod tests {
         }
         std::fs::write(&path, new).unwrap();
         append(&path, &rec(10, 10_000, "a")).unwrap();
-        let ids = |f: Filter| -> Vec<u64> { load(&path, &f).unwrap().iter().map(|r| r.id).collect() };
+        let ids =
+            |f: Filter| -> Vec<u64> { load(&path, &f).unwrap().iter().map(|r| r.id).collect() };
         assert_eq!(ids(Filter::default()), (1..=10).collect::<Vec<_>>());
         let limit = |n| Filter {
             limit: Some(n),
@@ -185,6 +186,10 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(ids(since), (4..=10).collect::<Vec<_>>());
-        assert!(load(&tmp.path().join("none"), &Filter::default()).unwrap().is_empty());
+        assert!(
+            load(&tmp.path().join("none"), &Filter::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -63,7 +63,17 @@ fn seconds(s: f64) -> String {
 
 fn table(records: &[Record]) -> String {
     let mut rows = vec![
-        ["ID", "JOB", "RESOURCES", "QUEUED", "WAITED", "RAN", "EXIT", "OUTCOME"].map(String::from),
+        [
+            "ID",
+            "JOB",
+            "RESOURCES",
+            "QUEUED",
+            "WAITED",
+            "RAN",
+            "EXIT",
+            "OUTCOME",
+        ]
+        .map(String::from),
     ];
     for r in records {
         let resources: Vec<String> = r

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use self::command::{default_name, resolve, spawn_error};
 use self::supervise::{Ended, linger, sleep, supervise};
 use crate::error::{Error, Result, exit};
-use crate::job::{JobInfo, Resource, now_ms};
+use crate::history::{self, Outcome, Record, Stamp};
+use crate::job::{Canceller, JobInfo, Resource, Seq, now_ms};
 use crate::progress::Progress;
 use crate::signals::Signals;
 use crate::store::local::{LocalStore, StateDir};
@@ -76,8 +77,12 @@ pub(crate) fn run_job<S: Store>(
     let deadline = args.wait_timeout.map(|d| Instant::now() + d);
     let (mut job, mut attempt) = match queue_or_join(store, args, &info, signals, deadline)? {
         Queued::Job(job, attempt) => (job, attempt),
-        Queued::Done(code) => return Ok(code),
+        Queued::Done(code, story) => {
+            story.write(&info, code);
+            return Ok(code);
+        }
     };
+    let mut story = Story::new(job.id(), Outcome::Ok);
     // Each pass is one run; a preempted run goes back to the queue, where
     // --wait-timeout no longer applies.
     let mut deadline = deadline;
@@ -90,11 +95,71 @@ pub(crate) fn run_job<S: Store>(
             signals,
             deadline,
             &mut progress,
-        )? {
-            Once::Done(code) => return Ok(code),
-            Once::Again(j, a) => (job, attempt) = (j, a),
+            &mut story,
+        ) {
+            Ok(Once::Done(code)) => {
+                // After the job has left the queue: writing never delays it.
+                story.write(&info, code);
+                return Ok(code);
+            }
+            Ok(Once::Again(j, a)) => (job, attempt) = (j, a),
+            Err(e) => {
+                story.outcome = Outcome::Failed;
+                story.write(&info, e.exit_code());
+                return Err(e);
+            }
         }
         deadline = None;
+    }
+}
+
+/// What happened to a job, for its history record.
+struct Story {
+    id: Seq,
+    outcome: Outcome,
+    /// Each run's start and end (ms).
+    runs: Vec<(u64, u64)>,
+    preemptions: u32,
+    fence: Option<u64>,
+    joined: u32,
+    joined_run: Option<Seq>,
+}
+
+impl Story {
+    fn new(id: Seq, outcome: Outcome) -> Story {
+        Story {
+            id,
+            outcome,
+            runs: Vec::new(),
+            preemptions: 0,
+            fence: None,
+            joined: 0,
+            joined_run: None,
+        }
+    }
+
+    /// The record of the job that ended with `code`, into the history.
+    fn write(&self, info: &JobInfo, code: u8) {
+        if history::path().is_none() {
+            return;
+        }
+        let ended = Stamp(now_ms());
+        let mut r = Record::of(self.id, info, ended, self.outcome);
+        let ran: u64 = self.runs.iter().map(|(s, e)| e.saturating_sub(*s)).sum();
+        r.started = self.runs.first().map(|(s, _)| Stamp(*s));
+        r.ran = history::secs(ran);
+        r.waited = history::secs(ended.0.saturating_sub(info.queued_ms).saturating_sub(ran));
+        r.exit = Some(i32::from(code));
+        r.preemptions = self.preemptions;
+        r.fence = self.fence;
+        r.joined = self.joined;
+        r.joined_run = self.joined_run;
+        r.runs = self
+            .runs
+            .iter()
+            .map(|(s, e)| (Stamp(*s), Stamp(*e)))
+            .collect();
+        history::write(&r);
     }
 }
 
@@ -119,8 +184,9 @@ fn job_info(args: &RunArgs) -> JobInfo {
 enum Queued<J> {
     /// In the queue, with its first attempt.
     Job(J, Attempt),
-    /// Ended without a job of its own: joined a run and got its status.
-    Done(u8),
+    /// Ended without a job of its own: joined a run and got its status
+    /// (or gave up on it).
+    Done(u8, Story),
 }
 
 /// Join the queue, or with `--coalesce` a waiting run of the same name; a
@@ -144,12 +210,19 @@ fn queue_or_join<S: Store>(
         match store.enqueue(info, opts)? {
             Entered::Queued(job, first) => return Ok(Queued::Job(job, first)),
             Entered::Joined(joined) => {
+                let mut story = Story::new(joined.own_id(), Outcome::Busy);
                 if args.no_wait {
-                    return Ok(Queued::Done(args.not_started));
+                    return Ok(Queued::Done(args.not_started, story));
                 }
                 progress.joined(joined.id(), &info.name);
-                if let Some(code) = wait_joined(&joined, signals, deadline, args.not_started)? {
-                    return Ok(Queued::Done(code));
+                if let Some((code, outcome)) =
+                    wait_joined(&joined, signals, deadline, args.not_started)?
+                {
+                    story.outcome = outcome;
+                    if outcome == Outcome::Joined {
+                        story.joined_run = Some(joined.id());
+                    }
+                    return Ok(Queued::Done(code, story));
                 }
             }
         }
@@ -173,29 +246,45 @@ fn run_once<J: QueuedJob>(
     signals: &Signals,
     deadline: Option<Instant>,
     progress: &mut Progress,
+    story: &mut Story,
 ) -> Result<Once<J>> {
-    if let Attempt::Blocked(why) = attempt {
-        if args.no_wait {
-            job.leave();
-            return Ok(Once::Done(args.not_started));
-        }
-        show_blocked(progress, &job, why);
-        if let Waited::Left(code) = wait(&mut job, signals, deadline, args.not_started, progress)? {
-            progress.left();
-            job.leave();
-            return Ok(Once::Done(code));
+    match attempt {
+        Attempt::Granted => {}
+        Attempt::Cancelled(by) => return Ok(cancelled(job, &by, progress, story)),
+        Attempt::Blocked(why) => {
+            if args.no_wait {
+                job.leave();
+                story.outcome = Outcome::Busy;
+                return Ok(Once::Done(args.not_started));
+            }
+            show_blocked(progress, &job, why);
+            match wait(&mut job, signals, deadline, args.not_started, progress)? {
+                Waited::Granted => {}
+                Waited::Cancelled(by) => return Ok(cancelled(job, &by, progress, story)),
+                Waited::Left(code, outcome) => {
+                    progress.left();
+                    job.leave();
+                    story.outcome = outcome;
+                    return Ok(Once::Done(code));
+                }
+            }
         }
     }
     progress.granted();
+    story.fence = Some(job.fence());
     // A signal between the grant and the spawn still counts as "waiting".
     if let Some(sig) = signals.take() {
         job.leave();
+        story.outcome = Outcome::Stopped;
         return Ok(Once::Done(sig.exit_code()));
     }
     // A preemption from now on comes with a hint (SIGURG or a wake-up); one
     // that came before is in the store. Preempted before it started: the
     // run is not started at all, and the job goes back to its place.
-    signals.preempt_requested();
+    signals.store_hint();
+    if let Some(by) = job.cancelled() {
+        return Ok(cancelled(job, &by, progress, story));
+    }
     let ended = if job.is_preempted() {
         job.unspawned();
         Ended::preempted_before_spawn()
@@ -203,29 +292,41 @@ fn run_once<J: QueuedJob>(
         let mut cmd = Command::new(program);
         cmd.arg0(&args.command[0])
             .args(&args.command[1..])
-            .process_group(0);
+            .process_group(0)
+            .env("BATON_FENCE", job.fence().to_string())
+            .env("BATON_JOB", job.id().to_string())
+            .env("BATON_RESOURCES", resources_env(&args.resources));
         job.prepare_spawn(&mut cmd)?;
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
                 let err = spawn_error(&args.command[0], e);
-                job.finish(i32::from(err.exit_code()));
+                story.joined = job.finish(i32::from(err.exit_code()));
                 return Err(err);
             }
         };
+        let start = now_ms();
         job.spawned(child.id() as i32);
         progress.running(&args.command_line(), child.id());
-        supervise(child, signals, args.timeout, args.grace, &mut job)?
+        let ended = supervise(child, signals, args.timeout, args.grace, &mut job);
+        story.runs.push((start, now_ms()));
+        ended?
     };
-    if ended.preempted && !ended.timed_out {
+    if ended.preempted && !ended.timed_out && ended.cancelled.is_none() {
         // Baton stopped the command for a preemption: once every process of
         // it is gone, the job runs again from its place, unless its caller
         // asked it to stop meanwhile.
         if let Some(sig) = linger(&mut job, signals, &ended)? {
             job.leave();
+            story.outcome = if story.runs.is_empty() {
+                Outcome::Stopped
+            } else {
+                Outcome::Signal
+            };
             return Ok(Once::Done(sig.exit_code()));
         }
         let count = job.requeue()?;
+        story.preemptions = u32::from(count);
         progress.preempted(count);
         let attempt = job.attempt()?;
         return Ok(Once::Again(job, attempt));
@@ -236,8 +337,39 @@ fn run_once<J: QueuedJob>(
     } else {
         ended.status
     };
-    job.finish(code);
+    story.outcome = match () {
+        _ if ended.timed_out => Outcome::Timeout,
+        _ if ended.cancelled.is_some() => Outcome::Cancelled,
+        _ if ended.signaled => Outcome::Signal,
+        _ if code == 0 => Outcome::Ok,
+        _ => Outcome::Failed,
+    };
+    story.joined = job.finish(code);
     Ok(Once::Done(code as u8))
+}
+
+/// Taken out of the queue by `baton cancel` before it ran: say so, leave,
+/// exit 75.
+fn cancelled<J: QueuedJob>(
+    job: J,
+    by: &Canceller,
+    progress: &mut Progress,
+    story: &mut Story,
+) -> Once<J> {
+    progress.cancelled(by);
+    job.leave();
+    story.outcome = Outcome::Cancelled;
+    Once::Done(exit::NOT_STARTED)
+}
+
+/// `BATON_RESOURCES`: the granted names, one per line (`NAME`,
+/// `NAME:shared`, `NAME:slots=N`).
+fn resources_env(resources: &[Resource]) -> String {
+    let words: Vec<String> = resources
+        .iter()
+        .map(|r| history::show::resource_word(&r.name, r.mode))
+        .collect();
+    words.join("\n")
 }
 
 impl RunArgs {
@@ -267,32 +399,34 @@ fn wait_joined<R: JoinedRun>(
     signals: &Signals,
     mut deadline: Option<Instant>,
     not_started: u8,
-) -> Result<Option<u8>> {
+) -> Result<Option<(u8, Outcome)>> {
     loop {
         let now = Instant::now();
         if let Some(d) = deadline
             && d <= now
         {
             if !joined.started() {
-                return Ok(Some(not_started));
+                return Ok(Some((not_started, Outcome::Busy)));
             }
             deadline = None;
         }
         let timeout = deadline.map(|d| d - now);
         let (sig_ready, wake_ready) = sleep(signals, joined.wake_fd(), timeout)?;
         if sig_ready && let Some(sig) = signals.take() {
-            return Ok(Some(sig.exit_code()));
+            return Ok(Some((sig.exit_code(), Outcome::Stopped)));
         }
         if wake_ready {
-            return Ok(joined.final_status().map(|c| c as u8));
+            return Ok(joined.final_status().map(|c| (c as u8, Outcome::Joined)));
         }
     }
 }
 
 enum Waited {
     Granted,
+    /// `baton cancel` took it out of the queue.
+    Cancelled(Canceller),
     /// Left the queue: exit with this status.
-    Left(u8),
+    Left(u8, Outcome),
 }
 
 /// Sleep until the job is granted, a signal arrives or the deadline passes.
@@ -306,7 +440,7 @@ fn wait<J: QueuedJob>(
     loop {
         let now = Instant::now();
         if deadline.is_some_and(|d| d <= now) {
-            return Ok(Waited::Left(not_started));
+            return Ok(Waited::Left(not_started, Outcome::Busy));
         }
         job.on_deadline();
         let timeout = [
@@ -320,12 +454,14 @@ fn wait<J: QueuedJob>(
         .min();
         let (sig_ready, wake_ready) = sleep(signals, job.wake_fd(), timeout)?;
         if sig_ready && let Some(sig) = signals.take() {
-            return Ok(Waited::Left(sig.exit_code()));
+            return Ok(Waited::Left(sig.exit_code(), Outcome::Stopped));
         }
-        if wake_ready {
+        // SIGURG: `baton cancel` asks it to read its records.
+        if wake_ready || (sig_ready && signals.store_hint()) {
             job.on_wake();
             match job.attempt()? {
                 Attempt::Granted => return Ok(Waited::Granted),
+                Attempt::Cancelled(by) => return Ok(Waited::Cancelled(by)),
                 Attempt::Blocked(why) => show_blocked(progress, job, why),
             }
         } else {

@@ -16,6 +16,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::job::Canceller;
 use crate::signals::{Sig, Signals};
 use crate::store::QueuedJob;
 use crate::terminal::Terminal;
@@ -24,6 +25,8 @@ use crate::terminal::Terminal;
 pub(super) struct Ended {
     /// The command's exit status (128+N if killed by signal N).
     pub(super) status: i32,
+    /// It was killed by a signal.
+    pub(super) signaled: bool,
     /// `--timeout` fired.
     pub(super) timed_out: bool,
     /// Baton stopped the command because a preempting job asked it to:
@@ -31,6 +34,8 @@ pub(super) struct Ended {
     pub(super) preempted: bool,
     /// A terminating signal baton received (and passed on) meanwhile.
     pub(super) stop: Option<Sig>,
+    /// `baton cancel --running` asked: the command was sent SIGTERM.
+    pub(super) cancelled: Option<Canceller>,
     /// The command's process group, if it was spawned.
     pub(super) group: Option<Pid>,
 }
@@ -39,9 +44,11 @@ impl Ended {
     pub(super) fn preempted_before_spawn() -> Ended {
         Ended {
             status: 0,
+            signaled: false,
             timed_out: false,
             preempted: true,
             stop: None,
+            cancelled: None,
             group: None,
         }
     }
@@ -68,9 +75,11 @@ pub(super) fn supervise<J: QueuedJob>(
     let mut kill_at: Option<Instant> = None;
     let mut ended = Ended {
         status: 0,
+        signaled: false,
         timed_out: false,
         preempted: false,
         stop: None,
+        cancelled: None,
         group: Some(group),
     };
     // Whether a preemption hint came with the last wake-up (one that came
@@ -79,7 +88,10 @@ pub(super) fn supervise<J: QueuedJob>(
     loop {
         let code = match waitpid(group, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
             Ok(WaitStatus::Exited(_, code)) => Some(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                ended.signaled = true;
+                Some(128 + sig as i32)
+            }
             Ok(WaitStatus::Stopped(_, sig)) => {
                 if let Some(t) = &terminal {
                     t.stopped(group, sig);
@@ -102,6 +114,13 @@ pub(super) fn supervise<J: QueuedJob>(
             ended.preempted = true;
             let _ = killpg(group, Signal::SIGTERM);
         }
+        if asked
+            && ended.cancelled.is_none()
+            && let Some(by) = job.cancelled()
+        {
+            let _ = killpg(group, Signal::SIGTERM);
+            ended.cancelled = Some(by);
+        }
         let now = Instant::now();
         if term_at.is_some_and(|t| t <= now) {
             term_at = None;
@@ -123,7 +142,7 @@ pub(super) fn supervise<J: QueuedJob>(
             job.on_wake();
         }
         signals.child_exited();
-        asked = signals.preempt_requested() || wake_ready;
+        asked = signals.store_hint() || wake_ready;
         if let Some(sig) = signals.take() {
             let _ = killpg(group, sig.signal());
             ended.stop = Some(sig);

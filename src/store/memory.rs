@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 
-use super::{Attempt, Entered, Holder, JoinedRun, LiveJob, Options, QueuedJob, Store, Why};
+use super::{Attempt, Cancel, Entered, Holder, JoinedRun, LiveJob, Options, QueuedJob, Store, Why};
 use crate::error::Result;
-use crate::job::{JobInfo, Seq};
+use crate::job::{Canceller, JobInfo, Seq};
 
 /// What an attempt to start finds, in script order.
 #[derive(Clone, Debug)]
@@ -179,12 +179,24 @@ impl Store for MemoryStore {
     fn snapshot(&self) -> Result<Vec<LiveJob>> {
         Ok(Vec::new())
     }
+
+    fn cancel(&self, _: &[String], _: bool) -> Result<Vec<Cancel>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The one job of a [`MemoryStore`].
 pub(crate) struct MemoryJob(MemoryStore);
 
 impl QueuedJob for MemoryJob {
+    fn id(&self) -> Seq {
+        1
+    }
+
+    fn fence(&self) -> u64 {
+        1
+    }
+
     fn attempt(&mut self) -> Result<Attempt> {
         Ok(self.0.next_attempt())
     }
@@ -229,6 +241,10 @@ impl QueuedJob for MemoryJob {
         self.0.with(|s| s.preempted)
     }
 
+    fn cancelled(&self) -> Option<Canceller> {
+        None
+    }
+
     fn run_ended(&mut self) -> Result<bool> {
         Ok(true)
     }
@@ -247,8 +263,9 @@ impl QueuedJob for MemoryJob {
         self.0.event(Event::Left);
     }
 
-    fn finish(self, status: i32) {
+    fn finish(self, status: i32) -> u32 {
         self.0.event(Event::Finished(status));
+        0
     }
 }
 
@@ -261,6 +278,10 @@ pub(crate) struct MemoryJoined {
 impl JoinedRun for MemoryJoined {
     fn id(&self) -> Seq {
         1
+    }
+
+    fn own_id(&self) -> Seq {
+        2
     }
 
     fn wake_fd(&self) -> BorrowedFd<'_> {

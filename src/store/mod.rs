@@ -43,7 +43,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::job::{JobInfo, Seq};
+use crate::job::{Canceller, JobInfo, Seq};
 use crate::queue::{Rank, State};
 
 pub(crate) mod local;
@@ -74,6 +74,35 @@ pub(crate) trait Store {
 
     /// Every live job, for `baton status`. Read-only.
     fn snapshot(&self) -> Result<Vec<LiveJob>>;
+
+    /// `baton cancel`: mark every live job whose id or name is one of
+    /// `targets` as cancelled, if it waits (or, with `running`, runs) and
+    /// is this user's (root: anyone's), and tell its baton. Decided under
+    /// the store's own atomicity against the job's grant: a job is either
+    /// cancelled while it waits or seen running, never both.
+    fn cancel(&self, targets: &[String], running: bool) -> Result<Vec<Cancel>>;
+}
+
+/// What `baton cancel` did to one live job that matched a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cancel {
+    /// The index in `targets` of what it matched.
+    pub(crate) target: usize,
+    pub(crate) id: Seq,
+    pub(crate) name: String,
+    pub(crate) done: Cancelled,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// It waited: it leaves the queue without running.
+    Waiting,
+    /// It ran (`--running`): its command is being stopped.
+    Running,
+    /// It runs, and `--running` was not given: left alone.
+    LeftRunning,
+    /// Another user's (uid): refused.
+    NotYours(u32),
 }
 
 /// What [`Store::enqueue`] did.
@@ -89,6 +118,8 @@ pub(crate) enum Entered<J, R> {
 pub(crate) enum Attempt {
     Granted,
     Blocked(Why),
+    /// `baton cancel` took it out of the queue: leave without running.
+    Cancelled(Canceller),
 }
 
 /// Why a job waits, for its progress line and `STATUS=`.
@@ -168,6 +199,10 @@ pub(crate) trait QueuedJob {
     /// says now.
     fn is_preempted(&self) -> bool;
 
+    /// Whether `baton cancel` has marked this job, and by whom, as the
+    /// store says now.
+    fn cancelled(&self) -> Option<Canceller>;
+
     /// After a run stopped for a preemption: whether every process of the
     /// command is gone. If not, [`QueuedJob::wake_fd`] becomes readable
     /// when it is.
@@ -181,14 +216,17 @@ pub(crate) trait QueuedJob {
     fn leave(self);
 
     /// The command has ended with `status` (the job's final status, which
-    /// joiners exit with).
-    fn finish(self, status: i32);
+    /// joiners exit with); how many `--coalesce` triggers joined the run.
+    fn finish(self, status: i32) -> u32;
 }
 
 /// A waiting run of the same name that a `--coalesce` job joined.
 pub(crate) trait JoinedRun {
     /// The joined job's id.
     fn id(&self) -> Seq;
+
+    /// The joiner's own arrival id (`history`).
+    fn own_id(&self) -> Seq;
 
     /// Readable when the joined job has ended.
     fn wake_fd(&self) -> BorrowedFd<'_>;

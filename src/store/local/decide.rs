@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 
 use super::LocalJob;
 use super::dir::Locked;
-use super::jobfile::Liveness;
+use super::jobfile::{Liveness, read_info};
 use super::ofd::{self, JobByte};
 use super::preempt::{Chosen, hold_byte};
 use super::records::{Record, clear_record, scan};
@@ -68,9 +68,12 @@ impl LocalJob {
         let mut seen = Vec::new();
         for (p, place) in self.places.iter().enumerate() {
             scan(&place.queue, place.key, |index, e| {
+                // A cancelled waiter is out of the queue already, for
+                // everyone but its own baton, which is on its way out.
                 if let Some((entry, flags)) = e
                     && entry.rank.seq != self.seq
-                    && (entry.state == State::Running || entry.rank < self.rank)
+                    && (entry.state == State::Running
+                        || (entry.rank < self.rank && !flags.cancelled))
                 {
                     seen.push(Seen {
                         record: Record {
@@ -165,13 +168,18 @@ impl LocalJob {
     /// Of the jobs that no longer hold, clear the records of those of which
     /// nothing is left (a job is dead only when its alive and run locks are
     /// both free, or its file is gone).
-    pub(super) fn clear_dead(&self, locked: &Locked, gone: &[Seq], view: &View) {
+    pub(super) fn clear_dead(&mut self, locked: &Locked, gone: &[Seq], view: &View) {
         for &t in gone {
-            let dead = locked
-                .dir()
-                .open_job(t)
-                .is_none_or(|fd| Liveness::probe(&fd).dead());
+            let file = locked.dir().open_job(t);
+            let dead = file.as_ref().is_none_or(|fd| Liveness::probe(fd).dead());
             if dead {
+                // Its baton died before it could say how the job ended.
+                if let Some(info) = file.as_ref().and_then(read_info)
+                    && info.exit.is_none()
+                    && info.uid == nix::unistd::geteuid().as_raw()
+                {
+                    self.lost.push((t, info));
+                }
                 for s in view.of(t) {
                     let _ = clear_record(&self.places[s.place].queue, s.record.index);
                 }
@@ -183,6 +191,9 @@ impl LocalJob {
     /// After the mutex is released: tell new victims, start the sleepers
     /// and describe the wait.
     pub(super) fn settle(&mut self, decided: Decided) -> Result<Attempt> {
+        for (seq, info) in self.lost.drain(..) {
+            crate::history::write(&crate::history::Record::lost(seq, &info));
+        }
         let (sleepers, blocked, victims) = match decided {
             Decided::Granted => {
                 self.victims.clear();

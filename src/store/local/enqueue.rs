@@ -11,10 +11,11 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode as Perm, fchmod};
 
 use super::dir::{Created, Locked, StateDir};
-use super::jobfile::{Liveness, job_name, read_info};
+use super::jobfile::{self, Liveness, Patch, job_name, read_info};
 use super::ofd::{self, JobByte};
 use super::records::{self, Flags, Record, key_of, name_tag, scan};
 use super::wake::Sleepers;
@@ -68,8 +69,21 @@ impl LocalJob {
             opts.coalesce.then_some(flags.tag),
         )?;
         if let Some((seq, fd)) = try_join(&locked, &scanned.candidates, &info.name) {
+            // The joiner's own arrival id (for its history record), and
+            // one more trigger on the run's count.
+            let own = locked.next_seq(scanned.seen)?;
+            if let Ok(Some(w)) = dir.open_file(&job_name(seq), OFlag::O_WRONLY | OFlag::O_APPEND, 0)
+            {
+                jobfile::append(
+                    &w,
+                    &Patch {
+                        joined: Some(1),
+                        ..Patch::default()
+                    },
+                );
+            }
             drop(locked);
-            return LocalJoined::new(dir, seq, fd).map(Entered::Joined);
+            return LocalJoined::new(dir, seq, own, fd).map(Entered::Joined);
         }
         let (seq, fd, fresh) = create_job_file(&locked, scanned.seen)?;
         let mut job = LocalJob {
@@ -83,13 +97,13 @@ impl LocalJob {
             resources: info.resources.clone(),
             needs,
             places: scanned.places,
-            info_len: 0,
             sleepers,
             opts,
             flags,
             run_fd: None,
             victims: Vec::new(),
             fence: 0,
+            lost: Vec::new(),
         };
         if let Err(e) = job.write_first_line(&line, fresh) {
             dir.remove_job_file(seq);
@@ -123,8 +137,7 @@ impl LocalJob {
         if !fresh {
             nix::unistd::ftruncate(&self.fd, line.len() as i64).map_err(|e| fail("writing", e))?;
         }
-        self.info_len = line.len() as u64;
-        Ok(())
+        jobfile::append_only(&self.fd).map_err(|e| fail("opening", e))
     }
 }
 

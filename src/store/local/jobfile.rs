@@ -14,8 +14,9 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::ofd::{self, JobByte};
-use super::records::write_all_at;
-use crate::job::{JobInfo, Seq};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use crate::job::{Canceller, JobInfo, Seq};
 
 /// The longest job file read: far beyond any real one.
 const MAX_JOB_FILE: usize = 64 * 1024;
@@ -35,16 +36,29 @@ pub(super) struct Patch {
     pub(super) child: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) exit: Option<i32>,
+    /// Written by a `--coalesce` job that joined this one (one each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) joined: Option<u32>,
+    /// Written by `baton cancel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) cancelled_by: Option<Canceller>,
 }
 
-/// Append `patch` to a job file whose content ends at `*end`.
-pub(super) fn append(fd: &OwnedFd, end: &mut u64, patch: &Patch) {
+/// Append `patch` to a job file, through a descriptor opened (or set, see
+/// [`append_only`]) with `O_APPEND`: the owner, its joiners and a
+/// canceller may append at the same time, and one `write(2)` of a line
+/// with `O_APPEND` is never interleaved with another.
+pub(super) fn append(fd: &OwnedFd, patch: &Patch) {
     if let Ok(mut line) = serde_json::to_vec(patch) {
         line.push(b'\n');
-        if write_all_at(fd, &line, *end).is_ok() {
-            *end += line.len() as u64;
-        }
+        let _ = nix::unistd::write(fd, &line);
     }
+}
+
+/// From now on, every write through `fd` goes to the end of the file.
+pub(super) fn append_only(fd: &OwnedFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_APPEND)).map(drop)
 }
 
 /// A job file's details (first line, then the patches after it).
@@ -58,6 +72,10 @@ pub(super) fn read_info(fd: &OwnedFd) -> Option<JobInfo> {
             info.child = p.child.or(info.child);
             info.exit = p.exit.or(info.exit);
             info.preempted = p.preempted.or(info.preempted);
+            if let Some(n) = p.joined {
+                info.joined = Some(info.joined.unwrap_or(0).saturating_add(n));
+            }
+            info.cancelled_by = p.cancelled_by.or(info.cancelled_by);
         }
     }
     Some(info)

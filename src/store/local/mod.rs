@@ -35,11 +35,14 @@ use self::ofd::JobByte;
 use self::preempt::Victim;
 use self::records::{Flags, clear_record, encode, key_of, scan, write_record};
 use self::wake::Sleepers;
-use super::{Attempt, Claim, Entered, Holder, JoinedRun, LiveJob, Options, QueuedJob, Store};
+use super::{
+    Attempt, Cancel, Claim, Entered, Holder, JoinedRun, LiveJob, Options, QueuedJob, Store,
+};
 use crate::error::{Error, Result};
-use crate::job::{JobInfo, Resource, Seq, now_ms};
+use crate::job::{Canceller, JobInfo, Resource, Seq, now_ms};
 use crate::queue::{Entry, Key, Mode, Rank, State};
 
+mod cancel;
 mod decide;
 mod dir;
 mod enqueue;
@@ -76,6 +79,10 @@ impl Store for LocalStore {
     fn snapshot(&self) -> Result<Vec<LiveJob>> {
         snapshot(&self.dir)
     }
+
+    fn cancel(&self, targets: &[String], running: bool) -> Result<Vec<Cancel>> {
+        cancel::cancel(&self.dir, targets, running)
+    }
 }
 
 /// One resource of this job: its queue file and the index of its record.
@@ -96,8 +103,6 @@ pub(crate) struct LocalJob {
     resources: Vec<Resource>,
     needs: Vec<(Key, Mode)>,
     places: Vec<Place>,
-    /// Where the job file's content ends (patches are appended there).
-    info_len: u64,
     sleepers: Sleepers,
     opts: Options,
     /// What this job's records say beside their entries.
@@ -109,6 +114,9 @@ pub(crate) struct LocalJob {
     victims: Vec<Victim>,
     /// The fencing token of the last grant (0 before the first).
     fence: u64,
+    /// Jobs of this user whose baton died, found and cleared under the
+    /// mutex: recorded as `lost` in the history once it is released.
+    lost: Vec<(Seq, JobInfo)>,
 }
 
 impl LocalJob {
@@ -122,7 +130,11 @@ impl LocalJob {
                 state,
                 mode: place.mode,
             };
-            write_record(&place.queue, place.index, &encode(&entry, self.flags)).map_err(|e| {
+            let flags = Flags {
+                cancelled: self.cancel_marked(place),
+                ..self.flags
+            };
+            write_record(&place.queue, place.index, &encode(&entry, flags)).map_err(|e| {
                 Error::io(
                     "writing a queue record for",
                     self.dir.path.join(records::queue_name(place.key)),
@@ -156,8 +168,28 @@ impl LocalJob {
         Ok(())
     }
 
+    /// Whether `baton cancel` has marked this job's record in `place`.
+    fn cancel_marked(&self, place: &Place) -> bool {
+        records::read_record(&place.queue, place.key, place.index)
+            .is_some_and(|(e, f)| e.rank.seq == self.seq && f.cancelled)
+    }
+
+    /// Who cancelled this job, if `baton cancel` marked it (its records
+    /// all carry the mark; the first one is read).
+    fn canceller(&self) -> Option<Canceller> {
+        let place = self.places.first()?;
+        if !self.cancel_marked(place) {
+            return None;
+        }
+        Some(
+            read_info(&self.fd)
+                .and_then(|i| i.cancelled_by)
+                .unwrap_or_default(),
+        )
+    }
+
     fn record(&mut self, patch: Patch) {
-        jobfile::append(&self.fd, &mut self.info_len, &patch);
+        jobfile::append(&self.fd, &patch);
     }
 }
 
@@ -191,10 +223,20 @@ impl QueuedJob for LocalJob {
         let decided = {
             let dir = Rc::clone(&self.dir);
             let locked = dir.lock()?;
+            // Under the mutex, as `baton cancel` marks: either the job was
+            // cancelled before this decision, or the canceller sees it
+            // granted.
+            if let Some(by) = self.canceller() {
+                return Ok(Attempt::Cancelled(by));
+            }
             let view = self.view(&locked);
             self.decide(&locked, view)?
         };
         self.settle(decided)
+    }
+
+    fn cancelled(&self) -> Option<Canceller> {
+        self.canceller()
     }
 
     fn wake_fd(&self) -> BorrowedFd<'_> {
@@ -266,11 +308,13 @@ impl QueuedJob for LocalJob {
     /// a process the command left behind still holds it (the hold travels
     /// with the command's processes; whoever meets its records after that
     /// process exits clears them).
-    fn finish(mut self, status: i32) {
+    fn finish(mut self, status: i32) -> u32 {
         self.record(Patch {
             exit: Some(status),
             ..Patch::default()
         });
+        // Joiners came while it waited: all of them are counted by now.
+        let joined = read_info(&self.fd).and_then(|i| i.joined).unwrap_or(0);
         self.unsupervise_records();
         let LocalJob {
             dir,
@@ -281,14 +325,15 @@ impl QueuedJob for LocalJob {
         } = self;
         drop(fd);
         let Some(probe) = dir.open_job(seq) else {
-            return;
+            return joined;
         };
         if ofd::held(&probe, JobByte::Alive) {
-            return;
+            return joined;
         }
         if let Ok(locked) = dir.lock() {
             remove(&locked, seq, &places);
         }
+        joined
     }
 }
 
@@ -297,21 +342,31 @@ impl QueuedJob for LocalJob {
 /// its last process is gone, then reads the exit status it recorded.
 pub(crate) struct LocalJoined {
     seq: Seq,
+    own: Seq,
     fd: OwnedFd,
     wake_r: OwnedFd,
 }
 
 impl LocalJoined {
-    fn new(dir: &StateDir, seq: Seq, fd: OwnedFd) -> Result<LocalJoined> {
+    fn new(dir: &StateDir, seq: Seq, own: Seq, fd: OwnedFd) -> Result<LocalJoined> {
         let wake_r = wake::watch_once(&fd, JobByte::Alive)
             .map_err(|e| Error::io("starting a waiter thread for", &dir.path, e))?;
-        Ok(LocalJoined { seq, fd, wake_r })
+        Ok(LocalJoined {
+            seq,
+            own,
+            fd,
+            wake_r,
+        })
     }
 }
 
 impl JoinedRun for LocalJoined {
     fn id(&self) -> Seq {
         self.seq
+    }
+
+    fn own_id(&self) -> Seq {
+        self.own
     }
 
     fn wake_fd(&self) -> BorrowedFd<'_> {

@@ -5,7 +5,7 @@ resource, `q.<key>`, `key` being 32 hex digits of SHA-256 of the resource's
 name, so that no name can reach outside the state directory.
 
 A record is `(seq, priority, slots, state, mode, name tag, flags,
-preemption count, check)`; seq 0 marks a free record and `check` rejects
+preemption count, cancel mark, check)`; seq 0 marks a free record and `check` rejects
 anything baton did not write. Every record write is one 64-byte `pwrite` at
 a 64-byte-aligned offset, so a record never straddles a page and is never
 torn by a process dying mid-write. Readers hold the mutex when they act on
@@ -74,6 +74,10 @@ pub(super) struct Flags {
     pub(super) preempted: bool,
     /// How many times it has been preempted.
     pub(super) preemptions: u8,
+    /// Marked by `baton cancel`: a waiting job leaves without running; a
+    /// running one's baton stops its command. Nobody but the canceller
+    /// sets it, and every later write of the record keeps it.
+    pub(super) cancelled: bool,
 }
 
 /// One record as read: the grant rule's entry, with the record's flags and
@@ -105,6 +109,7 @@ pub(super) fn encode(e: &Entry, f: Flags) -> [u8; RECORD] {
     r[22..24].copy_from_slice(&f.tag.to_le_bytes());
     r[24] = u8::from(f.preemptible);
     r[25] = f.preemptions;
+    r[26] = u8::from(f.cancelled);
     let sum = check(&r);
     r[32..40].copy_from_slice(&sum.to_le_bytes());
     r
@@ -129,7 +134,8 @@ pub(super) fn decode(key: Key, r: &[u8]) -> Option<(Entry, Flags)> {
         || seq == 0
         || sum != check(r)
         || r[24] > 1
-        || r[26..32].iter().chain(&r[40..RECORD]).any(|b| *b != 0)
+        || r[26] > 1
+        || r[27..32].iter().chain(&r[40..RECORD]).any(|b| *b != 0)
     {
         return None;
     }
@@ -150,6 +156,7 @@ pub(super) fn decode(key: Key, r: &[u8]) -> Option<(Entry, Flags)> {
         preemptible: r[24] == 1,
         preempted,
         preemptions: r[25],
+        cancelled: r[26] == 1,
     };
     Some((
         Entry {
@@ -291,6 +298,7 @@ mod tests {
                         preemptible: true,
                         preempted: state == State::Running,
                         preemptions: 2,
+                        cancelled: true,
                     },
                 ] {
                     assert_eq!(decode(key, &encode(&e, flags)), Some((e, flags)));
