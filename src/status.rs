@@ -6,7 +6,8 @@ directory, so any user who can read it may run it.
 */
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -16,8 +17,11 @@ use crate::error::{Error, Result};
 use crate::job::{ModeWord, now_ms};
 use crate::progress::short;
 use crate::queue::{Rank, State};
+use crate::signals::Signals;
 use crate::store::local::{LocalStore, StateDir};
-use crate::store::{LiveJob, Store};
+use crate::store::{Changes, LiveJob, Store};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 #[derive(Serialize)]
 struct Report {
@@ -66,12 +70,90 @@ pub(crate) fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
     print(&build(&dir.display().to_string(), &jobs, names), json)
 }
 
-/// `baton status --watch` (being written).
+/// `baton status --watch`: print the report again whenever the queues
+/// change, woken by the store's own notice of the change (nothing is
+/// polled); on a terminal, also once a second for the clocks, redrawn in
+/// place. `--json`: one document per line, each time something changed.
+/// Ends, with status 0, on SIGINT, SIGTERM or SIGHUP, or once stdout is
+/// closed (a pipe's reader gone: `poll` reports it at once, even while
+/// nothing changes).
 pub(crate) fn watch(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
-    let _ = (dir, json, names);
-    Err(Error::Internal(
-        "baton status --watch is not built yet".into(),
-    ))
+    let signals = Signals::install()
+        .map_err(|e| Error::Internal(format!("installing signal handlers: {e}")))?;
+    let state = StateDir::open(dir, true)?
+        .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
+    let store = LocalStore::new(state);
+    let mut changes = store.watch()?;
+    let tty = !json && std::io::stdout().is_terminal();
+    let shown = dir.display().to_string();
+    let mut last: Option<String> = None;
+    let stdout = std::io::stdout();
+    loop {
+        let report = build(&shown, &store.snapshot()?, names);
+        let shape = shape(&report);
+        if tty || last.as_ref() != Some(&shape) {
+            let text = if json {
+                let mut s =
+                    serde_json::to_string(&report).map_err(|e| Error::Internal(e.to_string()))?;
+                s.push('\n');
+                s
+            } else if tty {
+                // Home, the table, and clear what the last one left below.
+                format!("\x1b[H{}\x1b[J", table(&report).replace('\n', "\x1b[K\n"))
+            } else {
+                table(&report) + "\n"
+            };
+            let mut out = stdout.lock();
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return Ok(0);
+            }
+            last = Some(shape);
+        }
+        let mut fds = [
+            PollFd::new(signals.fd(), PollFlags::POLLIN),
+            PollFd::new(changes.wake_fd(), PollFlags::POLLIN),
+            PollFd::new(stdout.as_fd(), PollFlags::empty()),
+        ];
+        let timeout = if tty {
+            PollTimeout::from(1000u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
+        }
+        let ready = |f: &PollFd, what: PollFlags| f.revents().is_some_and(|r| r.intersects(what));
+        let closed = ready(&fds[2], PollFlags::POLLERR | PollFlags::POLLHUP);
+        let woken = ready(&fds[1], PollFlags::POLLIN);
+        if signals.take().is_some() || closed {
+            return Ok(0);
+        }
+        if woken {
+            changes.drain();
+        }
+    }
+}
+
+/// What a change is: who holds and who waits where, in which state; not
+/// the clocks.
+fn shape(report: &Report) -> String {
+    let mut s = String::new();
+    for r in &report.resources {
+        s += &format!("{}:", r.name);
+        for j in &r.holders {
+            s += &format!(" h{}/{}/{}", j.id, j.stopping, j.preempted);
+        }
+        for j in &r.waiters {
+            s += &format!(" w{}/{}", j.id, j.preempted);
+        }
+        s.push('\n');
+    }
+    s
 }
 
 /// Print a report as a table or JSON.

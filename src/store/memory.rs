@@ -183,6 +183,12 @@ impl Store for MemoryStore {
     fn cancel(&self, _: &[String], _: bool) -> Result<Vec<Cancel>> {
         Ok(Vec::new())
     }
+
+    type Changes = MemoryJob;
+
+    fn watch(&self) -> Result<MemoryJob> {
+        Ok(MemoryJob(self.clone()))
+    }
 }
 
 /// The one job of a [`MemoryStore`].
@@ -267,6 +273,15 @@ impl QueuedJob for MemoryJob {
         self.0.event(Event::Finished(status));
         0
     }
+}
+
+/// Woken with the job (the run loop's tests do not watch).
+impl Changes for MemoryJob {
+    fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.0.0.wake_r.as_fd()
+    }
+
+    fn drain(&mut self) {}
 }
 
 /// A run a [`MemoryStore`] job joined; it has ended already.

@@ -75,12 +75,28 @@ pub(crate) trait Store {
     /// Every live job, for `baton status`. Read-only.
     fn snapshot(&self) -> Result<Vec<LiveJob>>;
 
+    type Changes: Changes;
+
+    /// Start noticing changes of the queues (`baton status --watch`): from
+    /// now on, any change that a later [`Store::snapshot`] could show
+    /// makes [`Changes::wake_fd`] readable. Nothing is polled.
+    fn watch(&self) -> Result<Self::Changes>;
+
     /// `baton cancel`: mark every live job whose id or name is one of
     /// `targets` as cancelled, if it waits (or, with `running`, runs) and
     /// is this user's (root: anyone's), and tell its baton. Decided under
     /// the store's own atomicity against the job's grant: a job is either
     /// cancelled while it waits or seen running, never both.
     fn cancel(&self, targets: &[String], running: bool) -> Result<Vec<Cancel>>;
+}
+
+/// What wakes `baton status --watch`.
+pub(crate) trait Changes {
+    /// Readable when something may have changed.
+    fn wake_fd(&self) -> BorrowedFd<'_>;
+
+    /// Consume what made [`Changes::wake_fd`] readable.
+    fn drain(&mut self);
 }
 
 /// What `baton cancel` did to one live job that matched a target.

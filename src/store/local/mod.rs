@@ -52,10 +52,12 @@ mod preempt;
 mod records;
 mod spares;
 mod wake;
+mod watch;
 
 use self::decide::{Seen, View};
 
 pub(crate) use self::dir::{StateDir, default_dir};
+pub(crate) use self::watch::LocalChanges;
 
 /// The local store: an open, checked state directory.
 pub(crate) struct LocalStore {
@@ -82,6 +84,12 @@ impl Store for LocalStore {
 
     fn cancel(&self, targets: &[String], running: bool) -> Result<Vec<Cancel>> {
         cancel::cancel(&self.dir, targets, running)
+    }
+
+    type Changes = LocalChanges;
+
+    fn watch(&self) -> Result<LocalChanges> {
+        LocalChanges::new(&self.dir)
     }
 }
 
