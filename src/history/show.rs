@@ -22,9 +22,8 @@ pub(crate) enum Format {
 
 pub(crate) fn history(format: Format, filter: &Filter) -> Result<u8> {
     let Some(path) = super::path() else {
-        return Err(Error::Usage(
-            "the history is turned off (BATON_HISTORY is empty)".into(),
-        ));
+        crate::progress::say("baton: the history is turned off (BATON_HISTORY is empty)\n");
+        return Ok(0);
     };
     let records = load(&path, filter).map_err(|e| Error::io("reading", &path, e))?;
     let text = match format {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 
-use super::{Attempt, Cancel, Entered, Holder, JoinedRun, LiveJob, Options, QueuedJob, Store, Why};
+use super::{
+    Attempt, Cancel, Changes, Entered, Holder, JoinedRun, LiveJob, Options, QueuedJob, Store, Why,
+};
 use crate::error::Result;
 use crate::job::{Canceller, JobInfo, Seq};
 

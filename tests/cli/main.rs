@@ -7,6 +7,7 @@ command, `baton status --json`, a process exit) with a bounded deadline.
 
 mod coalesce;
 mod exclusion;
+mod history;
 mod input;
 mod order;
 mod output;
