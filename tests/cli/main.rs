@@ -5,8 +5,10 @@ temporary directory; synchronisation is on events (a file written by a
 command, `baton status --json`, a process exit) with a bounded deadline.
 */
 
+mod cancel;
 mod coalesce;
 mod exclusion;
+mod fence;
 mod history;
 mod input;
 mod order;
@@ -16,6 +18,7 @@ mod shell;
 mod signals;
 mod statedir;
 mod unit;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
