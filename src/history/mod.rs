@@ -82,18 +82,6 @@ impl Outcome {
             Outcome::Joined => "joined",
         }
     }
-
-    pub(crate) const ALL: [Outcome; 9] = [
-        Outcome::Ok,
-        Outcome::Failed,
-        Outcome::Signal,
-        Outcome::Timeout,
-        Outcome::Cancelled,
-        Outcome::Busy,
-        Outcome::Stopped,
-        Outcome::Lost,
-        Outcome::Joined,
-    ];
 }
 
 /// A time, in milliseconds since the epoch; RFC 3339 (UTC) in JSON.

@@ -87,16 +87,12 @@ pub(crate) fn run_job<S: Store>(
     // --wait-timeout no longer applies.
     let mut deadline = deadline;
     loop {
-        match run_once(
-            job,
-            attempt,
+        let ctx = Ctx {
             args,
             program,
             signals,
-            deadline,
-            &mut progress,
-            &mut story,
-        ) {
+        };
+        match run_once(job, attempt, &ctx, deadline, &mut progress, &mut story) {
             Ok(Once::Done(code)) => {
                 // After the job has left the queue: writing never delays it.
                 story.write(&info, code);
@@ -229,6 +225,14 @@ fn queue_or_join<S: Store>(
     }
 }
 
+/// What every pass of a job shares.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    args: &'a RunArgs,
+    program: &'a Path,
+    signals: &'a Signals,
+}
+
 enum Once<J> {
     /// Preempted: back in the queue, with its first attempt there.
     Again(J, Attempt),
@@ -241,13 +245,16 @@ enum Once<J> {
 fn run_once<J: QueuedJob>(
     mut job: J,
     attempt: Attempt,
-    args: &RunArgs,
-    program: &Path,
-    signals: &Signals,
+    ctx: &Ctx,
     deadline: Option<Instant>,
     progress: &mut Progress,
     story: &mut Story,
 ) -> Result<Once<J>> {
+    let Ctx {
+        args,
+        program,
+        signals,
+    } = *ctx;
     match attempt {
         Attempt::Granted => {}
         Attempt::Cancelled(by) => return Ok(cancelled(job, &by, progress, story)),

@@ -104,7 +104,7 @@ fn a_line_comes_for_each_change_and_none_while_nothing_changes() {
     assert_eq!(jobs(&first), (vec![], vec![]));
     let h = w.hold("holder", &["-l", "x"]);
     // Each change shows within a second; read until the state is there.
-    let mut until = |want: (Vec<&str>, Vec<&str>), what: &str| {
+    let until = |want: (Vec<&str>, Vec<&str>), what: &str| {
         let start = Instant::now();
         loop {
             let left = SOON.saturating_sub(start.elapsed());

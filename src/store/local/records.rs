@@ -328,6 +328,7 @@ mod tests {
                 preemptible: true,
                 preempted: false,
                 preemptions: 1,
+                cancelled: false,
             },
         );
         for i in 0..RECORD {
