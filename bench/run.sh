@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark harness for baton: drain throughput and uncontended overhead,
-# side by side with util-linux flock(1) and a mkdir/sleep-0.5 busy-wait loop.
+# side by side with util-linux flock(1) and a mkdir/sleep-0.5 busy-wait loop;
+# the cost of the history (a record per ended job) and of reading it.
 # See BENCHMARKS.md for what is measured and how to read the output.
 #
 # Usage:  bash bench/run.sh            (from anywhere; Markdown on stdout,
@@ -32,10 +33,32 @@
 #   BATON_BIN=path      use this baton binary (implies BUILD=0, GLIBC=0)
 #   BEFORE=path         also measure this baton binary as "baton-before", in
 #                       the same rounds (a before/after comparison of builds)
+#                       Every baton row above runs with its history off
+#                       (BATON_HISTORY= empty, exported for baton only), as
+#                       the figures before the history did; none of them
+#                       writes to /var/lib/baton or ~/.local/state.
+#   HISTORY=1           also measure "baton-history": the same binary as
+#                       "baton", history on, in the same rounds (drain and
+#                       uncontended), its file on the real disk under
+#                       HISTORY_TMP; after each of its drains, the file must
+#                       have gained exactly N records of outcome "ok"
+#                       (0: leave the row out)
+#   HISTREAD=1          time `baton history` (--limit 50, --limit 50 --json,
+#                       --limit 50 NAME, --since 10m; `tail -n 50` as the
+#                       floor) on a generated full 16 MiB history
+#                       (bench/history.py), each output checked first (0: skip)
+#   HISTREAD_RUNS=50    hyperfine runs per history command
+#   HISTREAD_WARMUP=5   hyperfine warmup runs per history command
+#   HISTORY_TMP=/var/tmp  where the history files go: a directory of the
+#                       script's own is made there and removed at the end.
+#                       A real disk, as ~/.local/state is (not tmpfs)
+#   DRAIN=1             run the drain comparison (0: skip it)
 #   FLOCK=/usr/bin/flock
 #   KEEP=0              1: keep the scratch directory (raw data, job logs)
 #
-# Exit status: 0 unless a job failed, a drain hung, or the tools are missing.
+# Exit status: 0 unless a job failed, a drain hung, a history record is
+# missing or malformed, `baton history` printed a wrong result, or the tools
+# are missing.
 # Claims that do not hold are reported in the output, not as an exit status.
 
 set -euo pipefail
@@ -58,6 +81,12 @@ GLIBC=${GLIBC:-1}
 FRESH=${FRESH:-1}
 FLOCK=${FLOCK:-/usr/bin/flock}
 KEEP=${KEEP:-0}
+HISTORY=${HISTORY:-1}
+HISTREAD=${HISTREAD:-1}
+HISTREAD_RUNS=${HISTREAD_RUNS:-50}
+HISTREAD_WARMUP=${HISTREAD_WARMUP:-5}
+HISTORY_TMP=${HISTORY_TMP:-/var/tmp}
+DRAIN=${DRAIN:-1}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -65,10 +94,14 @@ repo=$(cd "$here/.." && pwd)
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 
-for v in ROUNDS BUSY_MAX UNC_ROUNDS HF_RUNS HF_WARMUP DRAIN_TIMEOUT; do
+for v in ROUNDS BUSY_MAX UNC_ROUNDS HF_RUNS HF_WARMUP DRAIN_TIMEOUT HISTREAD_RUNS; do
     [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || die "$v must be a positive whole number (got '${!v}')"
 done
 [[ $HF_WARMUP =~ ^[0-9]+$ ]] || die "HF_WARMUP must be a whole number"
+[[ $HISTREAD_WARMUP =~ ^[0-9]+$ ]] || die "HISTREAD_WARMUP must be a whole number"
+for v in HISTORY HISTREAD DRAIN; do
+    [[ ${!v} == [01] ]] || die "$v must be 0 or 1 (got '${!v}')"
+done
 for n in $SIZES; do
     [[ $n =~ ^[0-9]+$ && $n -gt 0 ]] || die "SIZES must be positive whole numbers (got '$n')"
 done
@@ -151,6 +184,7 @@ fi
 
 # --- scratch space and cleanup --------------------------------------------
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/baton-bench.XXXXXX")
+HDIR=                # the history files' directory (real disk), for the trap
 declare -a LIVE=()   # pids of the drain in flight, for the trap
 WATCHDOG=            # pid of the drain's watchdog, for the trap
 cleanup() {
@@ -166,8 +200,10 @@ cleanup() {
     fi
     if [[ $KEEP == 1 ]]; then
         say "scratch directory kept: $SCRATCH"
+        [[ -z $HDIR ]] || say "history directory kept: $HDIR"
     else
         rm -rf "$SCRATCH"
+        [[ -z $HDIR ]] || rm -rf "$HDIR"
     fi
     exit "$rc"
 }
@@ -185,6 +221,35 @@ FAILED=0
 
 note() { say "$*"; printf '%s\n' "$*" >>"$NOTES"; }
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }   # single-quote for hyperfine -N
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $(( 10#$t / 1000 )); }
+
+# hyperfine, installed with apt-get if it is missing and we may (root).
+HF_TRIED=0
+have_hyperfine() {
+    command -v hyperfine >/dev/null && return 0
+    if (( ! HF_TRIED )) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        HF_TRIED=1
+        say "hyperfine missing: apt-get install -y hyperfine"
+        { apt-get update -qq && apt-get install -y -qq hyperfine; } >&2 || say "warning: could not install hyperfine"
+    fi
+    command -v hyperfine >/dev/null
+}
+
+# --- the history's files ------------------------------------------------------
+# On the real disk (HISTORY_TMP), not in SCRATCH (TMPDIR may be tmpfs): the
+# cost of a record is that of ~/.local/state or /var/lib/baton.
+HIST_FILE=            # baton-history's file in the drains (kept for the run)
+HIST_FS=
+if [[ $HISTORY == 1 || $HISTREAD == 1 ]]; then
+    [[ -d $HISTORY_TMP ]] || die "HISTORY_TMP=$HISTORY_TMP is not a directory"
+    HDIR=$(mktemp -d "$HISTORY_TMP/baton-bench-history.XXXXXX")
+    HIST_FILE=$HDIR/drain/history
+    HIST_FS=$(findmnt -n -o FSTYPE,SOURCE -T "$HDIR" 2>/dev/null | tr -s ' ' || stat -f -c %T "$HDIR")
+    [[ -n $HIST_FS ]] || HIST_FS=$(stat -f -c %T "$HDIR")
+    case $HIST_FS in
+        tmpfs*|ramfs*) note "NOTE: the history files are on $HIST_FS ($HDIR), not a real disk: set HISTORY_TMP to a directory on disk" ;;
+    esac
+fi
 
 # --- one drain --------------------------------------------------------------
 # drain TOOL N ROUND: launch N jobs at once on one lock, wait for all of them,
@@ -200,6 +265,7 @@ drain() {
     local state=$SCRATCH/state-$tool
     case $tool in
         baton) cmd=("$BATON" run -l x -- true) ;;
+        baton-history) cmd=("$BATON" run -l x -- true) ;;
         baton-fresh) cmd=("$BATON" run -l x -- true); state=$work ;;
         baton-glibc) cmd=("$BATON_GLIBC" run -l x -- true) ;;
         baton-before) cmd=("$BEFORE" run -l x -- true) ;;
@@ -209,6 +275,16 @@ drain() {
         *) die "unknown tool $tool" ;;
     esac
     export BATON_DIR=$state   # only baton reads it
+    # The history: off for every baton row but baton-history. Where its
+    # file stood before the drain, to count the records the drain added.
+    local h_ino=0 h_off=0
+    case $tool in
+        baton-history)
+            export BATON_HISTORY=$HIST_FILE
+            [[ ! -e $HIST_FILE ]] || read -r h_ino h_off < <(stat -c '%i %s' "$HIST_FILE")
+            ;;
+        baton*) export BATON_HISTORY= ;;
+    esac
 
     t0=${EPOCHREALTIME/[.,]/}
     {
@@ -248,7 +324,7 @@ drain() {
     kill -TERM "$wd" 2>/dev/null || true
     wait "$wd" 2>/dev/null || true
     WATCHDOG=
-    unset BATON_DIR
+    unset BATON_DIR BATON_HISTORY
 
     wall=$(( 10#$t1 - 10#$t0 ))
     if [[ -e $work.hung ]]; then
@@ -280,16 +356,26 @@ drain() {
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$n" "$round" "$wall" \
             "$(( wall / n ))" "$(( fails > 0 ))" >>"$RESULTS"
     fi
-    say "$(printf '%-6s N=%-5s %-9s %8.1f ms total, %7.3f ms/job%s' \
+    say "$(printf '%-13s N=%-5s %-9s %8.1f ms total, %7.3f ms/job%s' \
         "$tool" "$n" "$( (( round )) && echo "round $round:" || echo "warm-up:")" \
         "$(( wall ))e-3" "$(( wall / n ))e-3" \
         "$( (( fails )) && echo ", $fails FAILED" || true)")"
+    # baton-history: the file gained one well-formed "ok" record per job.
+    if [[ $tool == baton-history && ! -e $work.hung ]]; then
+        local why
+        if ! why=$(python3 "$here/history.py" drain-check --file "$HIST_FILE" \
+                --inode "$h_ino" --offset "$h_off" --expect "$n" 2>&1); then
+            note "FAIL: baton-history N=$n round $round: the history did not gain $n well-formed \"ok\" records: ${why//$'\n'/ }"
+            FAILED=1
+        fi
+    fi
     rm -rf "$work"
     [[ $KEEP == 1 ]] || rm -f "$log" "$work.status" "$work.hung"
 }
 
 # --- header ------------------------------------------------------------------
 tools=(baton)
+[[ $HISTORY == 1 ]] && tools+=(baton-history)
 [[ -n $BEFORE ]] && tools+=(baton-before)
 [[ $FRESH == 1 ]] && tools+=(baton-fresh)
 [[ $GLIBC == 1 ]] && tools+=(baton-glibc)
@@ -298,49 +384,58 @@ tools+=(flock)
 [[ $BASELINE == 1 ]] && tools+=(none)
 say "baton: $BATON"
 say "scratch: $SCRATCH"
-say "sizes: $SIZES; rounds: $ROUNDS; tools: ${tools[*]}"
+if [[ $DRAIN == 1 ]]; then
+    say "sizes: $SIZES; rounds: $ROUNDS; tools: ${tools[*]}"
+else
+    say "drain: skipped (DRAIN=0)"
+fi
+[[ -z $HDIR ]] || say "history files: $HDIR ($HIST_FS)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
 
 # --- drain -------------------------------------------------------------------
-for n in $SIZES; do
-    # One unrecorded warm-up per tool, so the first measured round does not
-    # pay for cold page cache; at full size for baton in its kept directory,
-    # which then holds the spare job files a drain of N leaves, as a real
-    # state directory would after its first burst.
-    for tool in "${tools[@]}"; do
-        [[ $tool == busy ]] && (( n > BUSY_MAX )) && continue
-        w=$(( n < 50 ? n : 50 ))
-        [[ $tool == baton || $tool == baton-glibc || $tool == baton-before ]] && w=$n
-        drain "$tool" "$w" 0
-    done
-    for (( r = 1; r <= ROUNDS; r++ )); do
+if [[ $DRAIN == 1 ]]; then
+    for n in $SIZES; do
+        # One unrecorded warm-up per tool, so the first measured round does not
+        # pay for cold page cache; at full size for baton in its kept directory,
+        # which then holds the spare job files a drain of N leaves, as a real
+        # state directory would after its first burst.
         for tool in "${tools[@]}"; do
-            if [[ $tool == busy ]] && (( n > BUSY_MAX )); then
-                (( r == 1 )) && say "busy   N=$n skipped: polling every 0.5 s would take far too long (BUSY_MAX=$BUSY_MAX)"
-                continue
-            fi
-            sleep "$PAUSE"
-            drain "$tool" "$n" "$r"
+            [[ $tool == busy ]] && (( n > BUSY_MAX )) && continue
+            w=$(( n < 50 ? n : 50 ))
+            [[ $tool == baton || $tool == baton-history || $tool == baton-glibc || $tool == baton-before ]] && w=$n
+            drain "$tool" "$w" 0
+        done
+        for (( r = 1; r <= ROUNDS; r++ )); do
+            for tool in "${tools[@]}"; do
+                if [[ $tool == busy ]] && (( n > BUSY_MAX )); then
+                    (( r == 1 )) && say "busy   N=$n skipped: polling every 0.5 s would take far too long (BUSY_MAX=$BUSY_MAX)"
+                    continue
+                fi
+                sleep "$PAUSE"
+                drain "$tool" "$n" "$r"
+            done
         done
     done
-done
+fi
 
 # --- uncontended ---------------------------------------------------------------
+# History off (BATON_HISTORY=) for every command of the comparison; with
+# HISTORY=1, baton-history (history on, its own file on disk) right after
+# it in each round, in a hyperfine run of its own (hyperfine -N gives all
+# the commands of one run the same environment).
 UNC_JSON=()
 UNC_MODE=none
 if [[ $UNCONTENDED == 1 ]]; then
-    if ! command -v hyperfine >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        say "hyperfine missing: apt-get install -y hyperfine"
-        { apt-get update -qq && apt-get install -y -qq hyperfine; } >&2 || say "warning: could not install hyperfine"
-    fi
     udir=$(mktemp -d "$SCRATCH/uncontended.XXXXXX")
     ulock=$udir/lockfile
     ustate=$udir/state
-    if command -v hyperfine >/dev/null; then
+    uhist=
+    [[ $HISTORY == 1 ]] && uhist=$HDIR/uncontended/history
+    if have_hyperfine; then
         UNC_MODE=hyperfine
         for (( r = 1; r <= UNC_ROUNDS; r++ )); do
             say "uncontended round $r/$UNC_ROUNDS (hyperfine -N, $HF_WARMUP warmup, $HF_RUNS runs each)"
-            BATON_DIR=$ustate hyperfine -N --style basic \
+            BATON_DIR=$ustate BATON_HISTORY= hyperfine -N --style basic \
                 --warmup "$HF_WARMUP" --runs "$HF_RUNS" \
                 --export-json "$SCRATCH/uncontended-$r.json" \
                 -n true "true" \
@@ -350,11 +445,19 @@ if [[ $UNCONTENDED == 1 ]]; then
                 ${BATON_GLIBC:+-n baton-glibc "$(q "$BATON_GLIBC") run -l x -- true"} \
                 ${BEFORE:+-n baton-before "$(q "$BEFORE") run -l x -- true"} >&2
             UNC_JSON+=("$SCRATCH/uncontended-$r.json")
+            if [[ -n $uhist ]]; then
+                BATON_DIR=$ustate BATON_HISTORY=$uhist hyperfine -N --style basic \
+                    --warmup "$HF_WARMUP" --runs "$HF_RUNS" \
+                    --export-json "$SCRATCH/uncontended-history-$r.json" \
+                    -n baton-history "$(q "$BATON") run -l x -- true" >&2
+                UNC_JSON+=("$SCRATCH/uncontended-history-$r.json")
+            fi
         done
+        unc_records=$(( UNC_ROUNDS * (HF_WARMUP + HF_RUNS) ))
     else
         UNC_MODE=python
         say "hyperfine not available: timing with python3 (bench/uncontended.py) instead"
-        BATON_DIR=$ustate python3 "$here/uncontended.py" \
+        BATON_DIR=$ustate BATON_HISTORY= python3 "$here/uncontended.py" \
             --rounds "$UNC_ROUNDS" --runs "$HF_RUNS" --warmup "$HF_WARMUP" \
             --json "$SCRATCH/uncontended-py.json" \
             true="true" \
@@ -364,16 +467,130 @@ if [[ $UNCONTENDED == 1 ]]; then
             ${BATON_GLIBC:+baton-glibc="$BATON_GLIBC run -l x -- true"} \
             ${BEFORE:+baton-before="$BEFORE run -l x -- true"} >&2
         UNC_JSON+=("$SCRATCH/uncontended-py.json")
+        if [[ -n $uhist ]]; then
+            BATON_DIR=$ustate BATON_HISTORY=$uhist python3 "$here/uncontended.py" \
+                --rounds "$UNC_ROUNDS" --runs "$HF_RUNS" --warmup "$HF_WARMUP" \
+                --json "$SCRATCH/uncontended-history-py.json" \
+                baton-history="$BATON run -l x -- true" >&2
+            UNC_JSON+=("$SCRATCH/uncontended-history-py.json")
+        fi
+        unc_records=$(( HF_WARMUP + UNC_ROUNDS * HF_RUNS ))
+    fi
+    if [[ -n $uhist ]] && ! why=$(python3 "$here/history.py" drain-check --file "$uhist" \
+            --expect "$unc_records" 2>&1); then
+        note "FAIL: baton-history uncontended: the history did not gain $unc_records well-formed \"ok\" records: ${why//$'\n'/ }"
+        FAILED=1
     fi
     left=$( [[ -d $ustate ]] && cd "$ustate" && find . -mindepth 1 ! -name lock ! -name 's.[0-9]*' ! \( -name 'q.*' -size -65c \) | head -n 5 || true)
     [[ -z $left ]] || note "LEFTOVER: baton left entries in its state directory after the uncontended runs: ${left//$'\n'/ }"
 fi
 
+# --- reading the history ------------------------------------------------------------
+# A full history (history.1 of 8 MiB as a rotation leaves it, history just
+# under 8 MiB) of generated records, in the format of the lines the binary
+# itself writes here first (history.py refuses to go on if they differ).
+# Each command's output is checked once, then hyperfine times them all.
+HR_JSON=
+HR_GEN=$SCRATCH/histread-gen.json      # the generator's summary
+HR_CHECKS=$SCRATCH/histread-checks.tsv # name, the check's result (JSON)
+HR_MODE=none
+: >"$HR_CHECKS"
+: >"$HR_GEN"
+if [[ $HISTREAD == 1 ]]; then
+    hr=$HDIR/read
+    mkdir -p "$hr/gen"
+    for i in 1 2 3; do
+        BATON_DIR=$hr/state BATON_HISTORY=$hr/real "$BATON" run -q -l x -- true ||
+            die "baton run (for a real history line) failed"
+    done
+    say "history: generating a full 16 MiB history in $hr/gen"
+    if ! python3 "$here/history.py" generate --dir "$hr/gen" --now-ms "$(now_ms)" \
+            --template "$hr/real" >"$HR_GEN"; then
+        note "FAIL: history: could not generate a history in baton's format (see above)"
+        FAILED=1
+        : >"$HR_GEN"
+    else
+        hfile=$hr/gen/history
+        hname=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["name"])' <"$HR_GEN")
+        # name | command line (for hyperfine -N) | check arguments
+        hr_names=(since limit limit-json limit-name full-scan tail)
+        declare -A hr_cmd=(
+            [since]="$(q "$BATON") history --since 10m"
+            [limit]="$(q "$BATON") history --limit 50"
+            [limit-json]="$(q "$BATON") history --limit 50 --json"
+            [limit-name]="$(q "$BATON") history --limit 50 $(q "$hname")"
+            [full-scan]="$(q "$BATON") history --limit 50 no-such-job"
+            [tail]="tail -n 50 $(q "$hfile")"
+        )
+        declare -A hr_check=(
+            [since]="--kind since"
+            [limit]="--kind table"
+            [limit-json]="--kind json"
+            [limit-name]="--kind table --name $hname"
+            [full-scan]="--kind table --name no-such-job"
+            [tail]="--kind tail"
+        )
+        export BATON_HISTORY=$hfile
+        for name in "${hr_names[@]}"; do
+            out=$hr/out-$name
+            eval "argv=(${hr_cmd[$name]})"
+            t0=$(now_ms)
+            if ! "${argv[@]}" >"$out" 2>"$out.err"; then
+                note "FAIL: history: \`${hr_cmd[$name]}\` exited non-zero: $(head -c 300 "$out.err")"
+                FAILED=1
+                continue
+            fi
+            t1=$(now_ms)
+            [[ -s $out.err ]] && note "ODD OUTPUT: history: \`${hr_cmd[$name]}\` wrote on stderr: $(head -c 300 "$out.err")"
+            # shellcheck disable=SC2086  # the check's arguments are words
+            if res=$(python3 "$here/history.py" read-check --dir "$hr/gen" --output "$out" \
+                    ${hr_check[$name]} --window "$t0" "$t1"); then
+                say "history: $name output checked: $res"
+            else
+                note "FAIL: history: \`${hr_cmd[$name]}\` printed a wrong result: $res"
+                FAILED=1
+            fi
+            printf '%s\t%s\n' "$name" "$res" >>"$HR_CHECKS"
+        done
+        hf_args=()
+        for name in "${hr_names[@]}"; do hf_args+=(-n "$name" "${hr_cmd[$name]}"); done
+        if have_hyperfine; then
+            HR_MODE=hyperfine
+            say "history: hyperfine -N, $HISTREAD_WARMUP warmup, $HISTREAD_RUNS runs each"
+            HR_JSON=$SCRATCH/histread.json
+            hyperfine -N --style basic --warmup "$HISTREAD_WARMUP" --runs "$HISTREAD_RUNS" \
+                --export-json "$HR_JSON" "${hf_args[@]}" >&2
+        else
+            HR_MODE=python
+            say "hyperfine not available: timing the history with python3 (bench/uncontended.py)"
+            HR_JSON=$SCRATCH/histread-py.json
+            py_args=()
+            for name in "${hr_names[@]}"; do
+                eval "argv=(${hr_cmd[$name]})"
+                py_args+=("$name=$(printf '%q ' "${argv[@]}")")
+            done
+            python3 "$here/uncontended.py" --rounds 1 --runs "$HISTREAD_RUNS" \
+                --warmup "$HISTREAD_WARMUP" --json "$HR_JSON" "${py_args[@]}" >&2
+        fi
+        unset BATON_HISTORY
+    fi
+fi
+
 # --- report ----------------------------------------------------------------------
+if [[ $HISTORY == 1 ]]; then
+    history_meta="off (BATON_HISTORY= empty) for every baton row but baton-history; baton-history: on, one file for the run on $HIST_FS under $HISTORY_TMP (removed at the end)"
+else
+    history_meta="off (BATON_HISTORY= empty) for every baton row (HISTORY=0: no baton-history row)"
+fi
+[[ $HISTREAD == 1 ]] && history_meta+="; the generated history read: on $HIST_FS under $HISTORY_TMP"
 python3 "$here/report.py" \
-    --drain "$RESULTS" --notes "$NOTES" \
+    --drain "$RESULTS" --notes "$NOTES" --drain-ran "$DRAIN" \
     --sizes "$SIZES" --rounds "$ROUNDS" --busy "$BUSY" --busy-max "$BUSY_MAX" \
     --uncontended-mode "$UNC_MODE" \
+    --histread-mode "$HR_MODE" ${HR_JSON:+--histread-json "$HR_JSON"} \
+    --histread-gen "$HR_GEN" --histread-checks "$HR_CHECKS" \
+    --histread-runs "$HISTREAD_RUNS" --histread-warmup "$HISTREAD_WARMUP" \
+    --meta "history=$history_meta" \
     --meta "baton=$BATON (sha256 $BATON_SUM…, $BATON_KIND)" \
     ${BATON_GLIBC:+--meta "baton-glibc=$BATON_GLIBC ($(file -b "$BATON_GLIBC" | cut -d, -f1-2))"} \
     --meta "built from=$BUILT_FROM" \
@@ -385,6 +602,6 @@ python3 "$here/report.py" \
     "${UNC_JSON[@]}"
 
 if (( FAILED )); then
-    say "FAILED: at least one job failed or a drain hung (see above)"
+    say "FAILED: at least one job failed, a drain hung, or a history check failed (see above)"
     exit 1
 fi

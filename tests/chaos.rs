@@ -1182,6 +1182,7 @@ fn harness() -> bool {
             }
         }
     }
+    history_checks(&w, &specs, &statuses, &sent, &mut problems);
     problems.extend(exit_problems);
     problems.extend(run_problems);
 
@@ -1282,6 +1283,93 @@ fn drain_checks(w: &World, problems: &mut Vec<String>) {
             indent(&j.join("\n"), 4)
         )),
         Err(e) => problems.push(format!("STALE: {e}")),
+    }
+}
+
+/// (f) The history: every line a whole record with an outcome of the SPEC;
+/// a baton that exited by itself left exactly one record of its job (with
+/// its exit status); one killed left at most one (`lost`, or none); the
+/// joiners of a `--coalesce` name left no more records than there were
+/// batons of that name.
+fn history_checks(
+    w: &World,
+    specs: &[Spec],
+    statuses: &[Option<ExitStatus>],
+    sent: &[Option<(Signal, Duration)>],
+    problems: &mut Vec<String>,
+) {
+    const OUTCOMES: [&str; 9] = [
+        "ok",
+        "failed",
+        "signal",
+        "timeout",
+        "cancelled",
+        "busy",
+        "stopped",
+        "lost",
+        "joined",
+    ];
+    let text = fs::read_to_string(w.tmp.join("history")).unwrap_or_default();
+    let mut by_job: HashMap<String, Vec<(String, Option<i64>)>> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else {
+            problems.push(format!(
+                "HISTORY: line {} is not a whole record: {line:?}",
+                n + 1
+            ));
+            continue;
+        };
+        let outcome = r["outcome"].as_str().unwrap_or("").to_string();
+        if !OUTCOMES.contains(&outcome.as_str()) {
+            problems.push(format!("HISTORY: line {}: outcome {outcome:?}", n + 1));
+        }
+        let job = r["job"].as_str().unwrap_or("").to_string();
+        by_job
+            .entry(job)
+            .or_default()
+            .push((outcome, r["exit"].as_i64()));
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for s in specs {
+        *names.entry(s.name()).or_default() += 1;
+        if s.coalesce.is_some() {
+            continue;
+        }
+        let got = by_job.get(&s.name()).map_or(&[][..], |v| v.as_slice());
+        match statuses
+            .get(s.id)
+            .copied()
+            .flatten()
+            .and_then(|st| st.code())
+        {
+            // A SIGTERM while baton was starting, before it queued: like a
+            // command not found, a job that never queued has no record.
+            Some(143) if got.is_empty() && matches!(sent[s.id], Some((Signal::SIGTERM, _))) => {}
+            Some(code) => {
+                let own: Vec<_> = got.iter().filter(|(o, _)| o != "lost").collect();
+                if own.len() != 1 || own[0].1 != Some(i64::from(code)) {
+                    problems.push(format!(
+                        "HISTORY: job {} exited {code} but its records are {got:?}\n    {}",
+                        s.id,
+                        s.describe()
+                    ));
+                }
+            }
+            None if got.len() > 1 => problems.push(format!(
+                "HISTORY: job {} was killed and left {} records: {got:?}",
+                s.id,
+                got.len()
+            )),
+            None => {}
+        }
+    }
+    for (name, n) in names {
+        let records = by_job.get(&name).map_or(0, Vec::len);
+        if records > n {
+            problems.push(format!(
+                "HISTORY: {records} records of {name}, of {n} batons"
+            ));
+        }
     }
 }
 
