@@ -14,6 +14,7 @@ mod preempt;
 mod shell;
 mod signals;
 mod statedir;
+mod svg;
 mod unit;
 
 use std::path::{Path, PathBuf};
