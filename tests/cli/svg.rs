@@ -871,3 +871,253 @@ fn svg_six_hundred_jobs_stay_small_and_render() {
     );
     check_pixels(&jobs, &pic, &shot);
 }
+
+// ---------------------------------------------------------------------
+// The README's picture: a simulated morning of mail syncs.
+
+/// What a simulated trigger asks for.
+#[derive(Clone)]
+struct Trigger {
+    name: &'static str,
+    lane: &'static str,
+    shared: bool,
+    at: u64,
+    duration: u64,
+    priority: i64,
+    preemptible: bool,
+    preempt: bool,
+    coalesce: bool,
+    fails: bool,
+}
+
+impl Trigger {
+    fn new(name: &'static str, lane: &'static str, at: u64, duration: u64) -> Trigger {
+        Trigger {
+            name,
+            lane,
+            shared: false,
+            at,
+            duration,
+            priority: 0,
+            preemptible: false,
+            preempt: false,
+            coalesce: false,
+            fails: false,
+        }
+    }
+}
+
+/// The jobs of `triggers` on one exclusive-or-shared resource, simulated
+/// in steps of 100 ms with baton's rules: priority order, shared holders
+/// together, a `--preempt` job stops a `--preemptible` holder (which yields
+/// after 0.6 s and runs again later), a `--coalesce` trigger joins a
+/// waiting run of its name.
+fn simulate(triggers: &[Trigger], first_id: u64) -> Vec<Job> {
+    const TICK: u64 = 100;
+    struct State {
+        job: Job,
+        t: Trigger,
+        remaining: u64,
+        running_since: Option<u64>,
+        stop_at: Option<u64>,
+        done: bool,
+    }
+    let mut order: Vec<&Trigger> = triggers.iter().collect();
+    order.sort_by_key(|t| t.at);
+    let mut jobs: Vec<State> = Vec::new();
+    let mut joiners: Vec<(Job, usize)> = Vec::new();
+    let mut next = 0;
+    let mut id = first_id;
+    let mut t = 0;
+    while next < order.len() || jobs.iter().any(|s| !s.done) {
+        // Arrivals.
+        while next < order.len() && order[next].at <= t {
+            let tr = order[next].clone();
+            next += 1;
+            let mut job = Job::new(id, tr.name, tr.lane, tr.at, &[], "ok");
+            id += 1;
+            job.priority = tr.priority;
+            if tr.shared {
+                job.lanes[0].1 = "shared".into();
+            }
+            let host = jobs.iter().position(|s| {
+                tr.coalesce
+                    && s.t.name == tr.name
+                    && !s.done
+                    && s.running_since.is_none()
+                    && s.job.runs.is_empty()
+            });
+            match host {
+                Some(h) => {
+                    job.outcome = "joined";
+                    job.joined_run = Some(jobs[h].job.id);
+                    jobs[h].job.joined += 1;
+                    joiners.push((job, h));
+                }
+                None => jobs.push(State {
+                    job,
+                    remaining: tr.duration,
+                    t: tr,
+                    running_since: None,
+                    stop_at: None,
+                    done: false,
+                }),
+            }
+        }
+        // Preempted holders stop.
+        for s in jobs.iter_mut().filter(|s| s.stop_at == Some(t)) {
+            let since = s.running_since.take().unwrap();
+            s.job.runs.push((since, t));
+            s.stop_at = None;
+            // Run again, shorter: most of the mail is in.
+            s.remaining = s.remaining / 2 + 2_000;
+        }
+        let waiting = |s: &State| !s.done && s.running_since.is_none();
+        // A --preempt waiter stops --preemptible holders it conflicts with.
+        let preemptor = jobs.iter().any(|s| waiting(s) && s.t.preempt);
+        if preemptor {
+            let running: Vec<usize> = (0..jobs.len())
+                .filter(|&i| jobs[i].running_since.is_some())
+                .collect();
+            if !running.is_empty() && running.iter().all(|&i| jobs[i].t.preemptible) {
+                for i in running {
+                    jobs[i].stop_at.get_or_insert(t + 600);
+                }
+            }
+        }
+        // Starts, in priority order, no overtaking.
+        let mut queue: Vec<usize> = (0..jobs.len()).filter(|&i| waiting(&jobs[i])).collect();
+        queue.sort_by_key(|&i| (-jobs[i].job.priority, jobs[i].job.queued, jobs[i].job.id));
+        for i in queue {
+            let holders: Vec<&State> = jobs.iter().filter(|s| s.running_since.is_some()).collect();
+            let ok = holders.is_empty()
+                || (jobs[i].t.shared && holders.iter().all(|h| h.t.shared && h.stop_at.is_none()));
+            if !ok {
+                break;
+            }
+            jobs[i].running_since = Some(t);
+        }
+        // Runs.
+        for s in jobs
+            .iter_mut()
+            .filter(|s| s.running_since.is_some() && s.stop_at.is_none_or(|st| st > t))
+        {
+            s.remaining = s.remaining.saturating_sub(TICK);
+            if s.remaining == 0 {
+                let since = s.running_since.take().unwrap();
+                s.job.runs.push((since, t + TICK));
+                s.job.ended = t + TICK;
+                s.done = true;
+                if s.t.fails {
+                    s.job.outcome = "failed";
+                    s.job.exit = Some(1);
+                }
+            }
+        }
+        t += TICK;
+    }
+    let mut out: Vec<Job> = Vec::new();
+    for (mut j, h) in joiners {
+        j.ended = jobs[h].job.ended;
+        j.exit = jobs[h].job.exit;
+        out.push(j);
+    }
+    out.extend(jobs.into_iter().map(|s| s.job));
+    out.sort_by_key(|j| j.id);
+    out
+}
+
+/// Five minutes of a mail setup: a full sync every minute (10-20 s,
+/// `--preemptible`), quick inbox syncs on new mail (`--preempt --priority
+/// 10 --coalesce`, bursts of notifications joining one run), one manual
+/// full sync from the mail client that is not preemptible (quick syncs wait
+/// behind it), one failed quick sync, and the index after each sync with
+/// searches (shared) on the mail database.
+fn mail_jobs() -> Vec<Job> {
+    let s = 1000;
+    let mut rng = Lcg(2026);
+    let mut mail = Vec::new();
+    for k in 0..5u64 {
+        let mut full = Trigger::new(
+            "mbsync",
+            "maildir",
+            (2 + 60 * k) * s + rng.next(2_000),
+            (10 + rng.next(10)) * s,
+        );
+        full.preemptible = true;
+        mail.push(full);
+    }
+    let mut manual = Trigger::new("mbsync-all", "maildir", 151 * s, 24 * s);
+    manual.priority = 5;
+    mail.push(manual);
+    // New mail: notifications, some in bursts.
+    let mut at = 7 * s;
+    let mut n = 0;
+    while at < 290 * s {
+        let burst = if rng.next(3) == 0 { 2 + rng.next(3) } else { 1 };
+        for b in 0..burst {
+            let mut q = Trigger::new(
+                "mbsync-quick",
+                "maildir",
+                at + b * (300 + rng.next(900)),
+                1_500 + rng.next(2_000),
+            );
+            q.priority = 10;
+            q.preempt = true;
+            q.coalesce = true;
+            q.fails = n == 9;
+            n += 1;
+            mail.push(q);
+        }
+        at += (18 + rng.next(24)) * s;
+    }
+    let mail_jobs = simulate(&mail, 1);
+    // The index after each sync, and searches from the mail client.
+    let mut db = Vec::new();
+    for j in mail_jobs.iter().filter(|j| j.outcome == "ok") {
+        db.push(Trigger::new(
+            "mu-index",
+            "mu-db",
+            j.ended + 200,
+            1_000 + rng.next(2_500),
+        ));
+    }
+    let mut at = 20 * s;
+    while at < 290 * s {
+        for b in 0..1 + rng.next(3) {
+            let mut f = Trigger::new("mu-find", "mu-db", at + b * 400, 1_500 + rng.next(4_000));
+            f.shared = true;
+            db.push(f);
+        }
+        at += (25 + rng.next(35)) * s;
+    }
+    let first = mail_jobs.len() as u64 + 1;
+    let mut all = mail_jobs;
+    all.extend(simulate(&db, first));
+    // Ids in order of arrival, as baton gives them.
+    all.sort_by_key(|j| (j.queued, j.id));
+    let old: Vec<u64> = all.iter().map(|j| j.id).collect();
+    let renumber = |id: u64| old.iter().position(|o| *o == id).unwrap() as u64 + 1;
+    for j in &mut all {
+        j.id = renumber(j.id);
+        j.joined_run = j.joined_run.map(renumber);
+    }
+    all
+}
+
+#[test]
+#[ignore = "writes docs/timeline.svg and docs/timeline.png; run it to redraw them"]
+fn svg_readme_picture() {
+    let w = World::new();
+    let jobs = mail_jobs();
+    let svg = render(&w, &jobs);
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let path = docs.join("timeline.svg");
+    std::fs::write(&path, &svg).unwrap();
+    let pic = Picture::read(&svg);
+    let browser = chromium().expect("chromium, to draw docs/timeline.png");
+    let (png, shot) = screenshot(browser, &path, pic.width, pic.height);
+    check_pixels(&jobs, &pic, &shot);
+    std::fs::rename(&png, docs.join("timeline.png")).unwrap();
+    let _ = std::fs::remove_file(path.with_extension("browser.log"));
+}
