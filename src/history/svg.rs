@@ -565,7 +565,7 @@ fn legend(out: &mut String, records: &[Record], top: i64) -> i64 {
     }
     let (mut x, mut y) = (12i64, top);
     for (key, word) in keys {
-        let key_w = if matches!(key, Key::Badge) { 16 } else { 14 };
+        let key_w = if matches!(key, Key::Badge) { 18 } else { 14 };
         // Legend words are short and common: a closer estimate than
         // [`text_w`]'s keeps the keys evenly spaced.
         let w = key_w + 5 + (word.chars().count() as f64 * 0.56 * 11.0).ceil() as i64 + 14;
