@@ -197,6 +197,21 @@ impl Shot {
     }
 }
 
+/// `file://` and `path`, its bytes outside a URL's path characters
+/// percent-encoded.
+fn file_url(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut url = String::from("file://");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url += &format!("%{b:02X}");
+        }
+    }
+    url
+}
+
 /// Open `svg` (a file) in headless Chromium, `w`×`h`, and return the PNG's
 /// path and pixels.
 fn screenshot(browser: &str, svg: &Path, w: i64, h: i64) -> (PathBuf, Shot) {
@@ -220,7 +235,7 @@ fn screenshot(browser: &str, svg: &Path, w: i64, h: i64) -> (PathBuf, Shot) {
         .arg(format!("--user-data-dir={}", dir.path().display()))
         .arg(format!("--window-size={w},{h}"))
         .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", svg.display()))
+        .arg(file_url(svg))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
