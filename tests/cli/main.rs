@@ -17,6 +17,7 @@ mod preempt;
 mod shell;
 mod signals;
 mod statedir;
+mod svg;
 mod unit;
 mod watch;
 
