@@ -59,6 +59,11 @@ def fmt_ratio(x):
     return "–" if x is None else f"{x:.2f}x"
 
 
+def fmt_pct(x):
+    """A ratio near 1, precise enough to judge a 5 % bound: 1.047x (+4.7 %)."""
+    return f"{x:.3f}x ({100 * (x - 1):+.1f} %)"
+
+
 def verdict(ok):
     return "**holds**" if ok else "**does not hold**"
 
@@ -120,7 +125,7 @@ def history_section(w, a, sizes, per_job, med, paired, paired_all):
             continue
         pr = statistics.median(rs)
         w(f"| {n} | {fmt_ms(ms(b))} | {fmt_ms(ms(h))} | {ms(h - b):+.3f} | "
-          f"{fmt_ratio(h / b)} | {fmt_ratio(pr)} | {fmt_ratio(min(rs))}–{fmt_ratio(max(rs))} | "
+          f"{fmt_pct(h / b)} | {fmt_pct(pr)} | {fmt_ratio(min(rs))}–{fmt_ratio(max(rs))} | "
           f"{history_verdict(h / b, pr)} |")
     w("")
 
@@ -282,12 +287,15 @@ def main():
     # Uncontended.
     unc = collections.defaultdict(list)          # name -> pooled times (s)
     unc_round_meds = collections.defaultdict(list)
+    unc_cpu = collections.defaultdict(list)      # name -> [(user+sys mean s, runs)]
     for path in a.json:
         with open(path) as f:
             data = json.load(f)
         for r in data["results"]:
             unc[r["command"]].extend(r["times"])
             unc_round_meds[r["command"]].append(r["median"])
+            if "user" in r and "system" in r:   # hyperfine's means, per run
+                unc_cpu[r["command"]].append((r["user"] + r["system"], len(r["times"])))
     unc_med = {k: statistics.median(v) * 1e3 for k, v in unc.items() if v}
     if unc_med:
         how = ("hyperfine -N (no shell), warmup, median"
@@ -372,8 +380,13 @@ def main():
             w(f"   (coreutils `timeout`, which only forks, execs and waits, adds +{fmt_ms(td)} ms: "
               f"baton's own work costs {unc_med['baton'] - unc_med['timeout']:+.3f} ms beyond that)")
         if "baton-history" in unc_med:
+            cpu = {k: sum(c * n for c, n in v) / sum(n for _, n in v) * 1e3
+                   for k, v in unc_cpu.items() if v}
             w(f"   (with the history on, baton-history: {fmt_ms(unc_med['baton-history'])} ms, "
-              f"{unc_med['baton-history'] - unc_med['baton']:+.3f} ms per job over history off)")
+              f"{unc_med['baton-history'] - unc_med['baton']:+.3f} ms per job over history off"
+              + (f"; CPU per run, user+sys as hyperfine counts it: {fmt_ms(cpu['baton-history'])} "
+                 f"vs {fmt_ms(cpu['baton'])} ms, {cpu['baton-history'] - cpu['baton']:+.3f}"
+                 if "baton" in cpu and "baton-history" in cpu else "") + ")")
     else:
         w("3. uncontended overhead: not measured")
     # 4: the history's cost per job in the drain.
@@ -391,7 +404,7 @@ def main():
         w(f"4. the drain with history on costs at most {100 * (CLAIM_HISTORY - 1):.0f} % more "
           f"per job than with it off: " + "; ".join(
               f"N={n}: {fmt_ms(ms(hh))} vs {fmt_ms(ms(hb))} ms/job, ratio of medians "
-              f"{fmt_ratio(hh / hb)}, paired {fmt_ratio(pr)} ({100 * (pr - 1):+.1f} %)"
+              f"{fmt_pct(hh / hb)}, paired {fmt_pct(pr)}"
               for n, hb, hh, pr in hist) + f" — {overall}"
           + ("" if len(verdicts) == 1 or len(set(verdicts)) == 1 else
              " (" + ", ".join(f"N={n}: {v}" for (n, *_), v in zip(hist, verdicts)) + ")"))

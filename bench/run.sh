@@ -33,10 +33,11 @@
 #   BATON_BIN=path      use this baton binary (implies BUILD=0, GLIBC=0)
 #   BEFORE=path         also measure this baton binary as "baton-before", in
 #                       the same rounds (a before/after comparison of builds)
-#                       Every baton row above runs with its history off
-#                       (BATON_HISTORY= empty, exported for baton only), as
-#                       the figures before the history did; none of them
-#                       writes to /var/lib/baton or ~/.local/state.
+#                       baton, baton-fresh, baton-glibc and baton-before run
+#                       with the history off (BATON_HISTORY= empty, exported
+#                       for their commands only), comparable with the figures
+#                       from before the history; none of them writes to
+#                       /var/lib/baton or ~/.local/state.
 #   HISTORY=1           also measure "baton-history": the same binary as
 #                       "baton", history on, in the same rounds (drain and
 #                       uncontended), its file on the real disk under
@@ -44,9 +45,11 @@
 #                       have gained exactly N records of outcome "ok"
 #                       (0: leave the row out)
 #   HISTREAD=1          time `baton history` (--limit 50, --limit 50 --json,
-#                       --limit 50 NAME, --since 10m; `tail -n 50` as the
-#                       floor) on a generated full 16 MiB history
-#                       (bench/history.py), each output checked first (0: skip)
+#                       --limit 50 NAME, --since 10m; for reference a name in
+#                       no record, which reads both files whole, and
+#                       `tail -n 50` as the floor) on a generated full 16 MiB
+#                       history (bench/history.py), each output checked
+#                       first (0: skip)
 #   HISTREAD_RUNS=50    hyperfine runs per history command
 #   HISTREAD_WARMUP=5   hyperfine warmup runs per history command
 #   HISTORY_TMP=/var/tmp  where the history files go: a directory of the
@@ -55,6 +58,7 @@
 #   DRAIN=1             run the drain comparison (0: skip it)
 #   FLOCK=/usr/bin/flock
 #   KEEP=0              1: keep the scratch directory (raw data, job logs)
+#                       and the history directory under HISTORY_TMP
 #
 # Exit status: 0 unless a job failed, a drain hung, a history record is
 # missing or malformed, `baton history` printed a wrong result, or the tools
@@ -512,7 +516,7 @@ if [[ $HISTREAD == 1 ]]; then
     else
         hfile=$hr/gen/history
         hname=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["name"])' <"$HR_GEN")
-        # name | command line (for hyperfine -N) | check arguments
+        # Each command: its line (for hyperfine -N), how its output is checked.
         hr_names=(since limit limit-json limit-name full-scan tail)
         declare -A hr_cmd=(
             [since]="$(q "$BATON") history --since 10m"
@@ -531,6 +535,7 @@ if [[ $HISTREAD == 1 ]]; then
             [tail]="--kind tail"
         )
         export BATON_HISTORY=$hfile
+        hr_ran=()   # the commands that exited 0: only those are timed
         for name in "${hr_names[@]}"; do
             out=$hr/out-$name
             eval "argv=(${hr_cmd[$name]})"
@@ -541,6 +546,7 @@ if [[ $HISTREAD == 1 ]]; then
                 continue
             fi
             t1=$(now_ms)
+            hr_ran+=("$name")
             [[ -s $out.err ]] && note "ODD OUTPUT: history: \`${hr_cmd[$name]}\` wrote on stderr: $(head -c 300 "$out.err")"
             # shellcheck disable=SC2086  # the check's arguments are words
             if res=$(python3 "$here/history.py" read-check --dir "$hr/gen" --output "$out" \
@@ -553,8 +559,10 @@ if [[ $HISTREAD == 1 ]]; then
             printf '%s\t%s\n' "$name" "$res" >>"$HR_CHECKS"
         done
         hf_args=()
-        for name in "${hr_names[@]}"; do hf_args+=(-n "$name" "${hr_cmd[$name]}"); done
-        if have_hyperfine; then
+        for name in "${hr_ran[@]}"; do hf_args+=(-n "$name" "${hr_cmd[$name]}"); done
+        if (( ${#hr_ran[@]} == 0 )); then
+            :
+        elif have_hyperfine; then
             HR_MODE=hyperfine
             say "history: hyperfine -N, $HISTREAD_WARMUP warmup, $HISTREAD_RUNS runs each"
             HR_JSON=$SCRATCH/histread.json
@@ -565,12 +573,12 @@ if [[ $HISTREAD == 1 ]]; then
             say "hyperfine not available: timing the history with python3 (bench/uncontended.py)"
             HR_JSON=$SCRATCH/histread-py.json
             py_args=()
-            for name in "${hr_names[@]}"; do
+            for name in "${hr_ran[@]}"; do
                 eval "argv=(${hr_cmd[$name]})"
                 py_args+=("$name=$(printf '%q ' "${argv[@]}")")
             done
             python3 "$here/uncontended.py" --rounds 1 --runs "$HISTREAD_RUNS" \
-                --warmup "$HISTREAD_WARMUP" --json "$HR_JSON" "${py_args[@]}" >&2
+                --warmup "$HISTREAD_WARMUP" --json "$HR_JSON" "${py_args[@]}" >/dev/null
         fi
         unset BATON_HISTORY
     fi

@@ -82,6 +82,18 @@ impl Outcome {
             Outcome::Joined => "joined",
         }
     }
+
+    pub(crate) const ALL: [Outcome; 9] = [
+        Outcome::Ok,
+        Outcome::Failed,
+        Outcome::Signal,
+        Outcome::Timeout,
+        Outcome::Cancelled,
+        Outcome::Busy,
+        Outcome::Stopped,
+        Outcome::Lost,
+        Outcome::Joined,
+    ];
 }
 
 /// A time, in milliseconds since the epoch; RFC 3339 (UTC) in JSON.
@@ -158,7 +170,7 @@ impl Record {
             job: info.name.clone(),
             resources: info.resources.clone(),
             priority: info.priority,
-            user: user_name(info.uid),
+            user: own_user_name(info.uid),
             uid: info.uid,
             host: host_name(),
             pid: info.pid,
@@ -205,6 +217,23 @@ impl Record {
 /// Milliseconds as seconds, to the millisecond.
 pub(crate) fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
+}
+
+/// The name of `uid`, taken from `$USER` (or `$LOGNAME`) when `uid` is
+/// this process's own (the record is the user's own, in the user's own
+/// file), else looked up: a lookup reads `/etc/passwd` (or NSS), which
+/// costs more than the rest of the record.
+fn own_user_name(uid: u32) -> String {
+    if uid == nix::unistd::geteuid().as_raw() {
+        for var in ["USER", "LOGNAME"] {
+            if let Ok(name) = std::env::var(var)
+                && !name.is_empty()
+            {
+                return name;
+            }
+        }
+    }
+    user_name(uid)
 }
 
 pub(crate) fn user_name(uid: u32) -> String {

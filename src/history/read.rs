@@ -74,7 +74,20 @@ fn newest_first(file: &File, filter: &Filter, found: &mut Vec<Record>) -> std::i
     let mut tail: Vec<u8> = Vec::new();
     let mut block = vec![0u8; BLOCK];
     let mut more = true;
+    // A record that names none of the NAMEs (as JSON strings) is skipped
+    // without being parsed: a rare name in a full history costs a scan.
+    let quoted: Vec<String> = filter
+        .names
+        .iter()
+        .filter_map(|n| serde_json::to_string(n).ok())
+        .collect();
     let take = |line: &[u8], found: &mut Vec<Record>| -> bool {
+        if !quoted.is_empty()
+            && !std::str::from_utf8(line)
+                .is_ok_and(|l| quoted.iter().any(|q| l.contains(q.as_str())))
+        {
+            return true;
+        }
         if let Ok(r) = serde_json::from_slice::<Record>(line) {
             if filter
                 .since
