@@ -12,10 +12,10 @@ running ones without `--running`), named in a line each; 77 when one was
 another user's (root may cancel anyone's).
 */
 
-use std::path::PathBuf;
-
 use crate::error::{Result, exit};
 use crate::progress::say;
+use crate::cli::Where;
+use crate::store::etcd::EtcdStore;
 use crate::store::local::{LocalStore, StateDir};
 use crate::store::{Cancelled, Store};
 
@@ -23,14 +23,17 @@ use crate::store::{Cancelled, Store};
 #[derive(Debug)]
 pub(crate) struct CancelArgs {
     pub(crate) running: bool,
-    pub(crate) dir: PathBuf,
+    pub(crate) place: Where,
     pub(crate) targets: Vec<String>,
 }
 
 pub(crate) fn cancel(args: CancelArgs) -> Result<u8> {
-    let done = match StateDir::open(&args.dir, false)? {
-        Some(dir) => LocalStore::new(dir).cancel(&args.targets, args.running)?,
-        None => Vec::new(),
+    let done = match &args.place {
+        Where::Local(path) => match StateDir::open(path, false)? {
+            Some(dir) => LocalStore::new(dir).cancel(&args.targets, args.running)?,
+            None => Vec::new(),
+        },
+        Where::Etcd(e) => EtcdStore::new(e)?.cancel(&args.targets, args.running)?,
     };
     let mut code = 0;
     let mut out = String::new();

@@ -21,6 +21,9 @@ pub(crate) mod exit {
     pub(crate) const USAGE: u8 = 64;
     /// Internal error.
     pub(crate) const SOFTWARE: u8 = 70;
+    /// Several hosts: the etcd cluster could not be reached, or the hold
+    /// was lost while the command ran (it was stopped first).
+    pub(crate) const UNAVAILABLE: u8 = 69;
     /// The state directory is not safe to use or not permitted.
     pub(crate) const UNSAFE_DIR: u8 = 77;
 }
@@ -47,6 +50,9 @@ pub(crate) enum Error {
     /// The command exists but cannot be executed.
     #[error("{0}: {1}")]
     NotExecutable(String, io::Error),
+    /// Several hosts: the cluster is unreachable (or refused baton).
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -78,6 +84,7 @@ impl Error {
             },
             Error::NotFound(_) => exit::NOT_FOUND,
             Error::NotExecutable(..) => exit::NOT_EXECUTABLE,
+            Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::Internal(_) => exit::SOFTWARE,
         }
     }

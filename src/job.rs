@@ -110,6 +110,9 @@ pub(crate) struct JobInfo {
     /// How many `--coalesce` triggers joined it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) joined: Option<u32>,
+    /// The host it runs on (several hosts; locally this host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) host: Option<String>,
     /// Who took it out of the queue with `baton cancel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cancelled_by: Option<Canceller>,

@@ -8,7 +8,6 @@ directory, so any user who can read it may run it.
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -18,6 +17,8 @@ use crate::job::{ModeWord, now_ms};
 use crate::progress::short;
 use crate::queue::{Rank, State};
 use crate::signals::Signals;
+use crate::cli::Where;
+use crate::store::etcd::EtcdStore;
 use crate::store::local::{LocalStore, StateDir};
 use crate::store::{Changes, LiveJob, Store};
 use nix::errno::Errno;
@@ -27,6 +28,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 struct Report {
     dir: String,
     resources: Vec<ResourceReport>,
+    /// Several hosts: the table has a HOST column.
+    #[serde(skip)]
+    hosts: bool,
 }
 
 #[derive(Serialize)]
@@ -46,6 +50,8 @@ struct JobReport {
     baton_pid: i32,
     uid: u32,
     user: String,
+    /// The host it runs on.
+    host: String,
     priority: i64,
     mode: ModeWord,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,12 +68,25 @@ struct JobReport {
     command: Vec<String>,
 }
 
-pub(crate) fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
-    let jobs = match StateDir::open(dir, false)? {
-        Some(d) => LocalStore::new(d).snapshot()?,
-        None => Vec::new(),
+pub(crate) fn status(place: &Where, json: bool, names: &[String]) -> Result<u8> {
+    let (shown, jobs) = match place {
+        Where::Local(dir) => (
+            dir.display().to_string(),
+            match StateDir::open(dir, false)? {
+                Some(d) => LocalStore::new(d).snapshot()?,
+                None => Vec::new(),
+            },
+        ),
+        Where::Etcd(e) => (etcd_shown(e), EtcdStore::new(e)?.snapshot()?),
     };
-    print(&build(&dir.display().to_string(), &jobs, names), json)
+    let mut report = build(&shown, &jobs, names);
+    report.hosts = matches!(place, Where::Etcd(_));
+    print(&report, json)
+}
+
+/// How a report names a cluster.
+fn etcd_shown(e: &crate::store::etcd::EtcdArgs) -> String {
+    format!("etcd {} ({})", e.endpoints, e.prefix)
 }
 
 /// `baton status --watch`: print the report again whenever the queues
@@ -77,19 +96,35 @@ pub(crate) fn status(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
 /// Ends, with status 0, on SIGINT, SIGTERM or SIGHUP, or once stdout is
 /// closed (a pipe's reader gone: `poll` reports it at once, even while
 /// nothing changes).
-pub(crate) fn watch(dir: &Path, json: bool, names: &[String]) -> Result<u8> {
+pub(crate) fn watch(place: &Where, json: bool, names: &[String]) -> Result<u8> {
     let signals = Signals::install()
         .map_err(|e| Error::Internal(format!("installing signal handlers: {e}")))?;
-    let state = StateDir::open(dir, true)?
-        .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
-    let store = LocalStore::new(state);
+    match place {
+        Where::Local(dir) => {
+            let state = StateDir::open(dir, true)?
+                .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
+            let shown = dir.display().to_string();
+            watch_store(&LocalStore::new(state), &shown, false, json, names, &signals)
+        }
+        Where::Etcd(e) => watch_store(&EtcdStore::new(e)?, &etcd_shown(e), true, json, names, &signals),
+    }
+}
+
+fn watch_store<S: Store>(
+    store: &S,
+    shown: &str,
+    hosts: bool,
+    json: bool,
+    names: &[String],
+    signals: &Signals,
+) -> Result<u8> {
     let mut changes = store.watch()?;
     let tty = !json && std::io::stdout().is_terminal();
-    let shown = dir.display().to_string();
     let mut last: Option<String> = None;
     let stdout = std::io::stdout();
     loop {
-        let report = build(&shown, &store.snapshot()?, names);
+        let mut report = build(shown, &store.snapshot()?, names);
+        report.hosts = hosts;
         let shape = shape(&report);
         if tty || last.as_ref() != Some(&shape) {
             let text = if json {
@@ -180,6 +215,7 @@ fn build(dir: &str, jobs: &[LiveJob], names: &[String]) -> Report {
         by_name.entry(n.clone()).or_default();
     }
     let now = now_ms();
+    let this_host = crate::history::host_name();
     for job in jobs {
         for c in &job.claims {
             let res = job.info.resources.iter().find(|r| r.name == c.resource);
@@ -204,6 +240,7 @@ fn build(dir: &str, jobs: &[LiveJob], names: &[String]) -> Report {
                 baton_pid: i.pid,
                 uid: i.uid,
                 user: user_name(i.uid),
+                host: i.host.clone().unwrap_or_else(|| this_host.clone()),
                 priority: c.rank.priority,
                 mode,
                 slots,
@@ -238,6 +275,7 @@ fn build(dir: &str, jobs: &[LiveJob], names: &[String]) -> Report {
     Report {
         dir: dir.to_string(),
         resources,
+        hosts: false,
     }
 }
 
@@ -252,8 +290,9 @@ fn table(report: &Report) -> String {
     if report.resources.is_empty() {
         return format!("no jobs in {}\n", report.dir);
     }
+    let pid = if report.hosts { "PID@HOST" } else { "PID" };
     let mut rows =
-        vec![["RESOURCE", "STATE", "JOB", "PID", "USER", "PRIO", "FOR"].map(String::from)];
+        vec![["RESOURCE", "STATE", "JOB", pid, "USER", "PRIO", "FOR"].map(String::from)];
     for r in &report.resources {
         let all = r
             .holders
@@ -282,7 +321,11 @@ fn table(report: &Report) -> String {
                 r.name.clone(),
                 state + &mode,
                 j.job.clone(),
-                j.pid.to_string(),
+                if report.hosts {
+                    format!("{}@{}", j.pid, j.host)
+                } else {
+                    j.pid.to_string()
+                },
                 j.user.clone(),
                 j.priority.to_string(),
                 short(Duration::from_secs_f64(j.seconds)),

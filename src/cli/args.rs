@@ -9,7 +9,8 @@
     about = "Run commands that share a resource one at a time, in priority order.",
     after_help = "Exit status: the command's own; 128+N if it (or a waiting baton) was ended by \
 signal N; 75 not started (--no-wait, --wait-timeout); 124 --timeout; 126/127 command not \
-executable/not found; 64 bad arguments; 77 unsafe state directory; 70 internal error."
+executable/not found; 64 bad arguments; 77 unsafe state directory; 69 etcd unreachable, or the \
+hold lost while the command ran (it was stopped); 70 internal error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -180,6 +181,8 @@ struct HistoryCli {
     /// Only the newest N jobs.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    #[command(flatten)]
+    common: Common,
     /// Only jobs of these names, or that held these resources.
     #[arg(value_name = "NAME")]
     names: Vec<String>,
@@ -202,6 +205,15 @@ struct Common {
     /// State directory [default: $BATON_DIR, $XDG_RUNTIME_DIR/baton, /run/baton (root), /tmp/baton-$UID].
     #[arg(long, value_name = "DIR", env = "BATON_DIR", hide_env = true)]
     dir: Option<std::path::PathBuf>,
+    /// Use the etcd cluster at URL[,URL...] (v3, 3.4 or later) instead of the state directory: queues shared by every host [env: BATON_ETCD].
+    #[arg(long, value_name = "URL[,URL...]", env = "BATON_ETCD", hide_env = true)]
+    etcd: Option<String>,
+    /// With --etcd: the prefix of baton's keys.
+    #[arg(long, value_name = "PREFIX", default_value = "baton/")]
+    etcd_prefix: String,
+    /// With --etcd: the lease of each job, renewed while it waits and runs; the command is stopped before it can lapse.
+    #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_duration)]
+    etcd_ttl: std::time::Duration,
 }
 
 /// The shells `baton completions` writes a script for.

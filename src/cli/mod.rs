@@ -29,9 +29,48 @@ impl Common {
         self.dir.clone().filter(|d| !d.as_os_str().is_empty())
     }
 
-    fn dir(self) -> PathBuf {
+    fn dir(&self) -> PathBuf {
         self.given_dir()
             .unwrap_or_else(crate::store::local::default_dir)
+    }
+
+    /// `--etcd` and its options, validated; `None`: the local store.
+    fn etcd(&self) -> Result<Option<crate::store::etcd::EtcdArgs>> {
+        let Some(urls) = self.etcd.clone().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        if self.etcd_ttl < Duration::from_secs(2) {
+            return Err(Error::Usage(format!(
+                "--etcd-ttl {:?}: at least 2s (etcd's shortest lease)",
+                self.etcd_ttl
+            )));
+        }
+        if self.etcd_prefix.is_empty() || self.etcd_prefix.chars().any(char::is_control) {
+            return Err(Error::Usage(
+                "--etcd-prefix must be non-empty, without control characters".into(),
+            ));
+        }
+        Ok(Some(crate::store::etcd::EtcdArgs {
+            endpoints: urls,
+            prefix: self.etcd_prefix.clone(),
+            ttl: self.etcd_ttl,
+        }))
+    }
+}
+
+/// Which store a subcommand uses.
+#[derive(Debug)]
+pub(crate) enum Where {
+    Local(PathBuf),
+    Etcd(crate::store::etcd::EtcdArgs),
+}
+
+impl Common {
+    fn store(&self) -> Result<Where> {
+        Ok(match self.etcd()? {
+            Some(e) => Where::Etcd(e),
+            None => Where::Local(self.dir()),
+        })
     }
 }
 
@@ -109,7 +148,7 @@ impl CancelCli {
         }
         Ok(crate::cancel::CancelArgs {
             running: self.running,
-            dir: self.common.dir(),
+            place: self.common.store()?,
             targets,
         })
     }
@@ -194,7 +233,7 @@ impl RunCli {
             wait_timeout: self.wait_timeout,
             timeout: self.timeout,
             grace: self.grace_given.unwrap_or(Duration::from_secs(10)),
-            dir: self.common.dir(),
+            place: self.common.store()?,
             quiet: self.quiet,
             not_started: self.conflict_exit_code.unwrap_or(exit::NOT_STARTED),
             shell: self.shell_command.is_some(),
@@ -263,10 +302,11 @@ pub(crate) fn main() -> u8 {
             .iter()
             .try_for_each(|n| check_name(n))
             .and_then(|()| {
+                let place = s.common.store()?;
                 if s.watch {
-                    crate::status::watch(&s.common.dir(), s.json, &s.names)
+                    crate::status::watch(&place, s.json, &s.names)
                 } else {
-                    crate::status::status(&s.common.dir(), s.json, &s.names)
+                    crate::status::status(&place, s.json, &s.names)
                 }
             }),
         Cmd::History(h) => h

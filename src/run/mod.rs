@@ -11,7 +11,7 @@ every such signal goes to its process group instead.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ use crate::history::{self, Outcome, Record, Stamp};
 use crate::job::{Canceller, JobInfo, Resource, Seq, now_ms};
 use crate::progress::Progress;
 use crate::signals::Signals;
+use crate::cli::Where;
+use crate::store::etcd::EtcdStore;
 use crate::store::local::{LocalStore, StateDir};
 use crate::store::{Attempt, Entered, JoinedRun, Options, QueuedJob, Store, Why};
 
@@ -41,7 +43,8 @@ pub(crate) struct RunArgs {
     pub(crate) wait_timeout: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) grace: Duration,
-    pub(crate) dir: PathBuf,
+    /// The state directory, or the etcd cluster.
+    pub(crate) place: Where,
     pub(crate) quiet: bool,
     /// The status of "not started" (`-E`, default 75).
     pub(crate) not_started: u8,
@@ -59,9 +62,14 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
         return Ok(sig.exit_code());
     }
     let program = resolve(&args.command[0])?;
-    let dir = StateDir::open(&args.dir, true)?
-        .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
-    run_job(&LocalStore::new(dir), &args, &program, &signals)
+    match &args.place {
+        Where::Local(path) => {
+            let dir = StateDir::open(path, true)?
+                .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
+            run_job(&LocalStore::new(dir), &args, &program, &signals)
+        }
+        Where::Etcd(e) => run_job(&EtcdStore::new(e)?, &args, &program, &signals),
+    }
 }
 
 /// Queue (or join), wait, run, and repeat after a preemption, on any
@@ -319,6 +327,24 @@ fn run_once<J: QueuedJob>(
         story.runs.push((start, now_ms()));
         ended?
     };
+    if ended.lost {
+        // Stopped before the lease could lapse: the run was not protected
+        // to its end, whatever the command exited with.
+        crate::progress::say(&format!(
+            "baton: lost the hold on {} (the etcd cluster could not renew it in time); the command was stopped\n",
+            args.resources
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if job.hold_needs_baton() {
+            let _ = linger(&mut job, signals, &ended)?;
+        }
+        job.leave();
+        story.outcome = Outcome::Lost;
+        return Ok(Once::Done(exit::UNAVAILABLE));
+    }
     if ended.preempted && !ended.timed_out && ended.cancelled.is_none() {
         // Baton stopped the command for a preemption: once every process of
         // it is gone, the job runs again from its place, unless its caller
@@ -344,6 +370,11 @@ fn run_once<J: QueuedJob>(
     } else {
         ended.status
     };
+    // A hold that is baton's own lasts until the command's last process
+    // is gone (its leader has exited; others may linger).
+    if job.hold_needs_baton() {
+        let _ = linger(&mut job, signals, &ended)?;
+    }
     story.outcome = match () {
         _ if ended.timed_out => Outcome::Timeout,
         _ if ended.cancelled.is_some() => Outcome::Cancelled,
@@ -422,7 +453,7 @@ fn wait_joined<R: JoinedRun>(
         if sig_ready && let Some(sig) = signals.take() {
             return Ok(Some((sig.exit_code(), Outcome::Stopped)));
         }
-        if wake_ready {
+        if wake_ready && joined.ended() {
             return Ok(joined.final_status().map(|c| (c as u8, Outcome::Joined)));
         }
     }
@@ -497,7 +528,7 @@ mod loop_tests {
             wait_timeout: None,
             timeout: None,
             grace: Duration::from_secs(1),
-            dir: PathBuf::new(),
+            place: Where::Local(PathBuf::new()),
             quiet: true,
             not_started: 75,
             shell: false,

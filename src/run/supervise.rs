@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::job::Canceller;
 use crate::signals::{Sig, Signals};
-use crate::store::QueuedJob;
+use crate::store::{Hold, QueuedJob};
 use crate::terminal::Terminal;
 
 /// How a run ended.
@@ -36,6 +36,9 @@ pub(super) struct Ended {
     pub(super) stop: Option<Sig>,
     /// `baton cancel --running` asked: the command was sent SIGTERM.
     pub(super) cancelled: Option<Canceller>,
+    /// Several hosts: the hold could not be kept (the lease was about to
+    /// lapse, or lapsed): baton stopped the command.
+    pub(super) lost: bool,
     /// The command's process group, if it was spawned.
     pub(super) group: Option<Pid>,
 }
@@ -49,6 +52,7 @@ impl Ended {
             preempted: true,
             stop: None,
             cancelled: None,
+            lost: false,
             group: None,
         }
     }
@@ -80,6 +84,7 @@ pub(super) fn supervise<J: QueuedJob>(
         preempted: false,
         stop: None,
         cancelled: None,
+        lost: false,
         group: Some(group),
     };
     // Whether a preemption hint came with the last wake-up (one that came
@@ -113,6 +118,24 @@ pub(super) fn supervise<J: QueuedJob>(
         if asked && !ended.preempted && job.is_preempted() {
             ended.preempted = true;
             let _ = killpg(group, Signal::SIGTERM);
+            // On several hosts nobody else can escalate.
+            if let Some(grace) = job.self_escalate() {
+                kill_at = Some(kill_at.map_or(Instant::now() + grace, |k| k.min(Instant::now() + grace)));
+            }
+        }
+        // A lease-based hold about to lapse: stop the command before the
+        // cluster can give the resource to another host.
+        match job.hold() {
+            Hold::Safe => {}
+            Hold::Stop if !ended.lost => {
+                ended.lost = true;
+                let _ = killpg(group, Signal::SIGTERM);
+            }
+            Hold::Stop => {}
+            Hold::Kill => {
+                ended.lost = true;
+                let _ = killpg(group, Signal::SIGKILL);
+            }
         }
         if asked
             && ended.cancelled.is_none()
@@ -132,7 +155,7 @@ pub(super) fn supervise<J: QueuedJob>(
             kill_at = None;
             let _ = killpg(group, Signal::SIGKILL);
         }
-        let timeout = [term_at, kill_at]
+        let timeout = [term_at, kill_at, job.next_deadline()]
             .into_iter()
             .flatten()
             .min()

@@ -46,6 +46,7 @@ use crate::error::Result;
 use crate::job::{Canceller, JobInfo, Seq};
 use crate::queue::{Rank, State};
 
+pub(crate) mod etcd;
 pub(crate) mod local;
 #[cfg(test)]
 pub(crate) mod memory;
@@ -234,7 +235,32 @@ pub(crate) trait QueuedJob {
     /// The command has ended with `status` (the job's final status, which
     /// joiners exit with); how many `--coalesce` triggers joined the run.
     fn finish(self, status: i32) -> u32;
+
+    /// Whether the hold is still safe while the command runs (a
+    /// lease-based store: [`Hold::Stop`] near the lease's local deadline,
+    /// [`Hold::Kill`] at it). The local store's hold cannot lapse.
+    fn hold(&self) -> Hold {
+        Hold::Safe
+    }
+
+    /// After a preemption has stopped the command: the grace after which
+    /// baton itself sends SIGKILL to what is left of it, when no preemptor
+    /// can (on several hosts the preemptor is elsewhere). Locally the
+    /// preemptor escalates.
+    fn self_escalate(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether the hold is baton's own, so that baton must wait for the
+    /// last process of the command (not only its leader) before it ends
+    /// the job. Locally the hold travels with the processes by itself.
+    fn hold_needs_baton(&self) -> bool {
+        false
+    }
 }
+
+/// What a lease-based hold allows now (see [`QueuedJob::hold`]).
+pub(crate) use self::etcd::Hold;
 
 /// A waiting run of the same name that a `--coalesce` job joined.
 pub(crate) trait JoinedRun {
@@ -249,6 +275,12 @@ pub(crate) trait JoinedRun {
 
     /// Whether the joined job has started (or ended).
     fn started(&self) -> bool;
+
+    /// After a wake-up: whether the joined job has really ended (a store
+    /// whose wake-ups are hints checks, and arms the next one if not).
+    fn ended(&self) -> bool {
+        true
+    }
 
     /// Its final status, once it has ended after running; `None` if it
     /// ended without one (it never ran: the joiner queues again).

@@ -33,7 +33,7 @@ use self::dir::Locked;
 use self::jobfile::{Patch, job_name, read_info};
 use self::ofd::JobByte;
 use self::preempt::Victim;
-use self::records::{Flags, clear_record, encode, key_of, scan, write_record};
+use self::records::{Flags, clear_record, encode, scan, write_record};
 use self::wake::Sleepers;
 use super::{
     Attempt, Cancel, Claim, Entered, Holder, JoinedRun, LiveJob, Options, QueuedJob, Store,
@@ -47,7 +47,7 @@ mod decide;
 mod dir;
 mod enqueue;
 mod jobfile;
-mod ofd;
+pub(in crate::store) mod ofd;
 mod preempt;
 mod records;
 mod spares;
@@ -57,6 +57,7 @@ mod watch;
 use self::decide::{Seen, View};
 
 pub(crate) use self::dir::{StateDir, default_dir};
+pub(in crate::store) use self::records::key_of;
 pub(crate) use self::watch::LocalChanges;
 
 /// The local store: an open, checked state directory.

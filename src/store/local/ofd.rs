@@ -18,7 +18,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 /// The lock bytes of a job file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) enum JobByte {
+pub(in crate::store) enum JobByte {
     /// Held for as long as any process of the job lives.
     Alive = 0,
     /// Held while the job waits in the queue.
@@ -36,7 +36,7 @@ pub(super) enum JobByte {
 }
 
 impl JobByte {
-    pub(super) fn from_u8(b: u8) -> Option<JobByte> {
+    pub(in crate::store) fn from_u8(b: u8) -> Option<JobByte> {
         [
             JobByte::Alive,
             JobByte::Waiting,
@@ -50,7 +50,7 @@ impl JobByte {
 
 /// A byte some lock is taken on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Byte {
+pub(in crate::store) enum Byte {
     /// One of a job file's bytes.
     Job(JobByte),
     /// Byte 0 of `lock`: the state directory's mutex.
@@ -90,7 +90,7 @@ fn range(kind: libc::c_int, byte: Byte) -> libc::flock {
 }
 
 /// Take a write lock on `byte` without waiting. `Ok(false)`: someone holds it.
-pub(super) fn try_write(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<bool> {
+pub(in crate::store) fn try_write(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<bool> {
     match fcntl(
         fd,
         FcntlArg::F_OFD_SETLK(&range(libc::F_WRLCK, byte.into())),
@@ -103,7 +103,7 @@ pub(super) fn try_write(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<boo
 
 /// Take a read lock on `byte` without waiting. `Ok(false)`: someone holds a
 /// write lock on it.
-pub(super) fn try_read(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<bool> {
+pub(in crate::store) fn try_read(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<bool> {
     match fcntl(
         fd,
         FcntlArg::F_OFD_SETLK(&range(libc::F_RDLCK, byte.into())),
@@ -115,13 +115,13 @@ pub(super) fn try_read(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<bool
 }
 
 /// Take a write lock on `byte`, sleeping until it is free.
-pub(super) fn write_wait(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<()> {
+pub(in crate::store) fn write_wait(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<()> {
     let lock = range(libc::F_WRLCK, byte.into());
     retry(|| fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLKW(&lock)))
 }
 
 /// Sleep until nobody holds a write lock on `byte`, then let go at once.
-pub(super) fn wait_released(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<()> {
+pub(in crate::store) fn wait_released(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<()> {
     let byte = byte.into();
     let lock = range(libc::F_RDLCK, byte);
     retry(|| fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLKW(&lock)))?;
@@ -129,7 +129,7 @@ pub(super) fn wait_released(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result
 }
 
 /// Release `byte`.
-pub(super) fn unlock(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<()> {
+pub(in crate::store) fn unlock(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<()> {
     fcntl(
         fd,
         FcntlArg::F_OFD_SETLK(&range(libc::F_UNLCK, byte.into())),
@@ -141,7 +141,7 @@ pub(super) fn unlock(fd: impl AsFd, byte: impl Into<Byte>) -> nix::Result<()> {
 /// (Read locks, such as a sleeper's momentary one, do not count.) The one
 /// liveness probe's policy: **an error counts as held**, so that a failed
 /// probe can never make a live job look dead and be cleared.
-pub(super) fn held(fd: impl AsFd, byte: impl Into<Byte>) -> bool {
+pub(in crate::store) fn held(fd: impl AsFd, byte: impl Into<Byte>) -> bool {
     let mut probe = range(libc::F_RDLCK, byte.into());
     fcntl(fd, FcntlArg::F_OFD_GETLK(&mut probe))
         .map_or(true, |_| probe.l_type != libc::F_UNLCK as libc::c_short)

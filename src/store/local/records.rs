@@ -36,7 +36,7 @@ const MAX_QUEUE_BYTES: u64 = 64 << 20;
 
 /// The key of a resource name: the same for every baton build (SHA-256,
 /// not a std hasher).
-pub(super) fn key_of(name: &str) -> Key {
+pub(in crate::store) fn key_of(name: &str) -> Key {
     let digest = Sha256::digest(name.as_bytes());
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);

@@ -1,0 +1,967 @@
+/*!
+The etcd store (`--etcd URL[,URL...]`): the same queues, grant rule and
+options across hosts, with an etcd cluster (v3, 3.4 or later) as the state
+(docs/design.md, "Several hosts"). No daemon: each baton talks to the
+cluster itself.
+
+| module | owns |
+| --- | --- |
+| `client.rs` | the v3 JSON API over HTTP/1.1: calls, failover, watches |
+| `lease.rs` | a job's lease, its renewing thread, the local deadline |
+| `keys.rs` | the key layout and the record's value |
+| this file | the store and a job's life: enqueue, decide, grant, preempt, end |
+
+# Keys (under the prefix, default `baton/`)
+- `q/<res>/<L>`: a job's record on resource `<res>` (32 hex digits of
+  SHA-256 of its name, as the local store's queue files), on the job's
+  lease `L`. Its value holds the mode, the state (waiting, running,
+  preempted), the priority and who the job is. **The job's seq is the
+  create revision of its records**, written in one transaction: unique in
+  the cluster and increasing with arrival, kept by every rewrite (a
+  requeued victim keeps its place).
+- `g/<res>`: the grant guard of `<res>`, no lease: every transaction that
+  grants or marks a holder of `<res>` rewrites it, and compares its mod
+  revision with the one its decision read, so two conflicting grants can
+  never both commit from the same read.
+- `j/<L>`: the job's details (`JobInfo` and host), on its lease.
+- `n/<name hash>`: the waiting run of a job name (`--coalesce`), on its
+  lease; deleted by its grant. `k/<L>/<L2>`: a joiner of run `L`, on the
+  joiner's lease. `x/<L>`: run `L`'s final status, on a short lease, for
+  its joiners.
+
+# A decision
+One transaction reads every record of the job's resources, their guards and
+its own first record: one consistent cut across resources, as the local
+mutex gives. `queue::decide` on it; a grant is a transaction that compares
+every guard's mod revision and the job's own records (still there: its
+lease lives) and writes its records as running and the guards. A lost race
+reads again. A blocked job watches exactly the records the rule names (and
+its own), from the revision after its read: a watch is a hint, the next
+decision reads again. `BATON_FENCE` is the revision of the granting
+transaction: strictly increasing across the cluster, new for every grant.
+*/
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use serde_json::Value;
+
+use self::client::{
+    Client, EtcdError, Kv, cmp_rev, int, op_delete, op_put, op_put_keep_lease, op_range,
+    txn_range,
+};
+use self::keys::{Keys, RecordValue};
+use self::lease::Lease;
+pub(crate) use self::lease::Hold;
+use super::local::ofd::{self, JobByte};
+use super::{
+    Attempt, Cancel, Cancelled, Changes, Claim, Entered, Holder, JoinedRun, LiveJob, Options,
+    QueuedJob, Store, Why,
+};
+use crate::error::{Error, Result};
+use crate::job::{Canceller, JobInfo, Resource, Seq};
+use crate::queue::{self, Decision, Entry, Key, Mode, Rank, State};
+
+mod client;
+mod keys;
+mod lease;
+
+/// `--etcd-prefix`, `--etcd-ttl` and the endpoints, as given.
+#[derive(Clone, Debug)]
+pub(crate) struct EtcdArgs {
+    pub(crate) endpoints: String,
+    pub(crate) prefix: String,
+    pub(crate) ttl: Duration,
+}
+
+/// The etcd store.
+pub(crate) struct EtcdStore {
+    client: Client,
+    keys: Keys,
+    ttl: Duration,
+    host: String,
+}
+
+impl From<EtcdError> for Error {
+    fn from(e: EtcdError) -> Error {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+impl EtcdStore {
+    /// A store on the cluster at `args.endpoints`; not contacted yet.
+    pub(crate) fn new(args: &EtcdArgs) -> Result<EtcdStore> {
+        let client = Client::new(&args.endpoints).map_err(Error::Usage)?;
+        Ok(EtcdStore {
+            client,
+            keys: Keys::new(&args.prefix),
+            ttl: args.ttl,
+            host: crate::history::host_name(),
+        })
+    }
+
+    /// Read every record and job detail under the prefix.
+    fn read_all(&self) -> Result<(Vec<Kv>, Vec<Kv>, i64)> {
+        let v = self.client.txn(
+            Vec::new(),
+            vec![
+                op_range(&self.keys.records(), true),
+                op_range(&self.keys.jobs(), true),
+            ],
+            Vec::new(),
+        )?;
+        Ok((txn_range(&v, 0), txn_range(&v, 1), int(&v["header"]["revision"])))
+    }
+}
+
+/// The wake pipe every thread of a job writes to.
+struct Wake {
+    r: OwnedFd,
+    w: Arc<OwnedFd>,
+    /// Record keys a watch thread is armed on.
+    watching: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+impl Wake {
+    fn new() -> Result<Wake> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+        Ok(Wake {
+            r,
+            w: Arc::new(w),
+            watching: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    /// Watch `key` from revision `from` (once per key until it fires).
+    fn watch(&self, client: &Client, key: &[u8], from: i64) {
+        if let Ok(mut w) = self.watching.lock()
+            && !w.insert(key.to_vec())
+        {
+            return;
+        }
+        let wake = Arc::clone(&self.w);
+        let watching = Arc::clone(&self.watching);
+        let k = key.to_vec();
+        client.watch_once(key, false, from, move || {
+            if let Ok(mut w) = watching.lock() {
+                w.remove(&k);
+            }
+            let _ = nix::unistd::write(&*wake, &[1]);
+        });
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 256];
+        while matches!(nix::unistd::read(&self.r, &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// The processes of a command, seen through a lock they inherit: an OFD
+/// write lock on an unlinked temporary file, released by the kernel when
+/// the last of them exits (as the local store's run lock).
+struct RunLock {
+    /// baton's own holder of the lock, until the command has it.
+    holder: Option<OwnedFd>,
+    /// A second open file description of the same file, to test and
+    /// sleep on the lock.
+    probe: OwnedFd,
+}
+
+impl RunLock {
+    fn new() -> Result<RunLock> {
+        let dir = std::env::temp_dir();
+        let fail = |e: nix::errno::Errno| Error::io("creating a temporary file in", &dir, e);
+        let fd = nix::fcntl::open(
+            &dir,
+            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map_err(fail)?;
+        if !ofd::try_write(&fd, JobByte::Run).map_err(fail)? {
+            return Err(fail(nix::errno::Errno::EAGAIN));
+        }
+        let probe = nix::fcntl::open(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)).as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(fail)?;
+        Ok(RunLock {
+            holder: Some(fd),
+            probe,
+        })
+    }
+
+    fn held(&self) -> bool {
+        ofd::held(&self.probe, JobByte::Run)
+    }
+}
+
+/// One job in the cluster's queues.
+pub(crate) struct EtcdJob {
+    client: Client,
+    keys: Keys,
+    ttl: Duration,
+    info: JobInfo,
+    host: String,
+    opts: Options,
+    lease: Lease,
+    seq: Seq,
+    rank: Rank,
+    needs: Vec<(Key, Mode)>,
+    /// This job's record key on each resource.
+    records: Vec<Vec<u8>>,
+    /// How many times it was preempted.
+    preemptions: u8,
+    /// `--coalesce`: it is the waiting run of its name (`n/<hash>`).
+    named: bool,
+    fence: u64,
+    wake: Wake,
+    run: Option<RunLock>,
+    child: Option<i32>,
+}
+
+/// What a decision read.
+struct Cut {
+    revision: i64,
+    /// Other jobs' records: the entry, its key, its value.
+    others: Vec<(Entry, Vec<u8>, RecordValue)>,
+    /// Each resource's guard: its mod revision (0: none yet).
+    guards: Vec<i64>,
+    /// This job's first record, if it still exists.
+    own: Option<(Kv, RecordValue)>,
+}
+
+impl EtcdJob {
+    fn enqueue(store: &EtcdStore, info: &JobInfo, opts: Options) -> Result<Entered<EtcdJob, EtcdJoined>> {
+        loop {
+            let wake = Wake::new()?;
+            let lease = Lease::grant(&store.client, store.ttl, Arc::clone(&wake.w))?;
+            let mut info = info.clone();
+            info.host = Some(store.host.clone());
+            let records: Vec<Vec<u8>> = info
+                .resources
+                .iter()
+                .map(|r| store.keys.record(&r.name, lease.id))
+                .collect();
+            let value = |r: &Resource| RecordValue::waiting(&info, r, opts, 0);
+            let mut puts: Vec<Value> = info
+                .resources
+                .iter()
+                .zip(&records)
+                .map(|(r, k)| op_put(k, &value(r).encode(), lease.id))
+                .collect();
+            puts.push(op_put(
+                &store.keys.job(lease.id),
+                &serde_json::to_vec(&info).unwrap_or_default(),
+                lease.id,
+            ));
+            let name_key = store.keys.name(&info.name);
+            let v = if opts.coalesce {
+                puts.push(op_put(&name_key, lease.id.to_string().as_bytes(), lease.id));
+                store.client.txn(
+                    vec![cmp_rev(&name_key, "CREATE", 0)],
+                    puts,
+                    vec![op_range(&name_key, false)],
+                )?
+            } else {
+                store.client.txn(Vec::new(), puts, Vec::new())?
+            };
+            if opts.coalesce && v["succeeded"].as_bool() != Some(true) {
+                // A run of this name waits: join it.
+                let Some(kv) = txn_range(&v, 0).into_iter().next() else {
+                    continue;
+                };
+                let run: i64 = String::from_utf8_lossy(&kv.value).parse().unwrap_or(0);
+                match EtcdJoined::join(store, lease, wake, run, &kv)? {
+                    Some(j) => return Ok(Entered::Joined(j)),
+                    None => continue, // it started meanwhile: queue again
+                }
+            }
+            let seq = int(&v["header"]["revision"]) as Seq;
+            let mut job = EtcdJob {
+                client: store.client.clone(),
+                keys: store.keys.clone(),
+                ttl: store.ttl,
+                host: store.host.clone(),
+                rank: Rank {
+                    priority: info.priority,
+                    seq,
+                },
+                needs: info
+                    .resources
+                    .iter()
+                    .map(|r| (crate::store::local::key_of(&r.name), r.mode))
+                    .collect(),
+                info,
+                opts,
+                lease,
+                seq,
+                records,
+                preemptions: 0,
+                named: opts.coalesce,
+                fence: 0,
+                wake,
+                run: None,
+                child: None,
+            };
+            let first = job.attempt()?;
+            return Ok(Entered::Queued(job, first));
+        }
+    }
+
+    /// One consistent read of this job's resources.
+    fn cut(&self) -> Result<Cut> {
+        let mut ops: Vec<Value> = self
+            .info
+            .resources
+            .iter()
+            .map(|r| op_range(&self.keys.resource(&r.name), true))
+            .collect();
+        ops.extend(
+            self.info
+                .resources
+                .iter()
+                .map(|r| op_range(&self.keys.guard(&r.name), false)),
+        );
+        ops.push(op_range(&self.records[0], false));
+        let v = self.client.txn(Vec::new(), ops, Vec::new())?;
+        let n = self.info.resources.len();
+        let mut others = Vec::new();
+        for (i, r) in self.info.resources.iter().enumerate() {
+            let key = crate::store::local::key_of(&r.name);
+            for kv in txn_range(&v, i) {
+                if kv.lease == self.lease.id {
+                    continue;
+                }
+                if let Some(rv) = RecordValue::decode(&kv.value) {
+                    others.push((rv.entry(key, kv.create_revision as Seq), kv.key, rv));
+                }
+            }
+        }
+        let guards = (0..n)
+            .map(|i| txn_range(&v, n + i).first().map_or(0, |kv| kv.mod_revision))
+            .collect();
+        let own = txn_range(&v, 2 * n)
+            .into_iter()
+            .next()
+            .and_then(|kv| RecordValue::decode(&kv.value).map(|rv| (kv, rv)));
+        Ok(Cut {
+            revision: int(&v["header"]["revision"]),
+            others,
+            guards,
+            own,
+        })
+    }
+
+    /// The job's lease lapsed while it waited: its records are gone. Join
+    /// the queue again under a new lease (a new place), and say so.
+    fn reenter(&mut self) -> Result<()> {
+        crate::progress::say(&format!(
+            "baton: the etcd lease of job {} lapsed while it waited; joining the queue again\n",
+            self.seq
+        ));
+        let _ = self.client.revoke(self.lease.id);
+        let store = EtcdStore {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            ttl: self.ttl,
+            host: self.host.clone(),
+        };
+        let mut info = self.info.clone();
+        info.queued_ms = crate::job::now_ms();
+        let opts = Options {
+            coalesce: false,
+            ..self.opts
+        };
+        match EtcdJob::enqueue(&store, &info, opts)? {
+            Entered::Queued(job, _) => {
+                *self = job;
+                Ok(())
+            }
+            Entered::Joined(_) => Err(Error::Internal("re-entered as a joiner".into())),
+        }
+    }
+
+    fn grant(&mut self, cut: &Cut) -> Result<bool> {
+        let mut compare: Vec<Value> = self
+            .info
+            .resources
+            .iter()
+            .zip(&cut.guards)
+            .map(|(r, m)| cmp_rev(&self.keys.guard(&r.name), "MOD", *m))
+            .collect();
+        compare.extend(
+            self.records
+                .iter()
+                .map(|k| cmp_rev(k, "CREATE", self.seq as i64)),
+        );
+        let mut puts: Vec<Value> = self
+            .info
+            .resources
+            .iter()
+            .zip(&self.records)
+            .map(|(r, k)| {
+                let mut rv = RecordValue::waiting(&self.info, r, self.opts, self.preemptions);
+                rv.state = 'r';
+                op_put(k, &rv.encode(), self.lease.id)
+            })
+            .collect();
+        puts.extend(
+            self.info
+                .resources
+                .iter()
+                .map(|r| op_put(&self.keys.guard(&r.name), &self.lease.id.to_le_bytes(), 0)),
+        );
+        if self.named {
+            puts.push(op_delete(&self.keys.name(&self.info.name)));
+        }
+        let v = self.client.txn(compare, puts, Vec::new())?;
+        if v["succeeded"].as_bool() != Some(true) {
+            return Ok(false);
+        }
+        self.named = false;
+        let rev = int(&v["header"]["revision"]);
+        self.fence = rev as u64;
+        // From now on, a change of its own record (a preemption mark, a
+        // cancel, its deletion) wakes it.
+        self.wake.watch(&self.client, &self.records[0], rev + 1);
+        Ok(true)
+    }
+
+    /// `--preempt`: mark the victims the rule allows (same user; root:
+    /// anyone's) as preempted, in one transaction against the guards.
+    fn preempt(&self, cut: &Cut, entries: &[Entry]) -> Result<Vec<String>> {
+        let me = nix::unistd::geteuid();
+        let request = queue::Request {
+            rank: self.rank,
+            needs: &self.needs,
+        };
+        let allowed = |seq: Seq| {
+            cut.others.iter().filter(|(e, _, _)| e.rank.seq == seq).all(|(e, _, rv)| {
+                e.state == State::Running
+                    && (rv.state == 'p'
+                        || (rv.preemptible && rv.count < queue::MAX_PREEMPTIONS))
+                    && (me.is_root() || rv.uid == me.as_raw())
+            })
+        };
+        let Some(chosen) = queue::victims(&request, entries, allowed) else {
+            return Ok(Vec::new());
+        };
+        let mut puts = Vec::new();
+        let mut names = Vec::new();
+        for (e, key, rv) in &cut.others {
+            if chosen.contains(&e.rank.seq) && rv.state != 'p' {
+                let mut marked = rv.clone();
+                marked.state = 'p';
+                marked.grace_ms = self.opts.grace.as_millis() as u64;
+                puts.push(op_put_keep_lease(key, &marked.encode()));
+                let who = format!("{} (pid {} on {})", rv.name, rv.pid, rv.host);
+                if !names.contains(&who) {
+                    names.push(who);
+                }
+            }
+        }
+        if puts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let compare: Vec<Value> = self
+            .info
+            .resources
+            .iter()
+            .zip(&cut.guards)
+            .map(|(r, m)| cmp_rev(&self.keys.guard(&r.name), "MOD", *m))
+            .collect();
+        puts.extend(
+            self.info
+                .resources
+                .iter()
+                .map(|r| op_put(&self.keys.guard(&r.name), &self.lease.id.to_le_bytes(), 0)),
+        );
+        let v = self.client.txn(compare, puts, Vec::new())?;
+        Ok(if v["succeeded"].as_bool() == Some(true) {
+            names
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// This job's own first record, as the cluster has it now.
+    fn own(&self) -> Option<RecordValue> {
+        let (kvs, _) = self.client.range_prefix(&self.records[0]).ok()?;
+        kvs.into_iter()
+            .find(|kv| kv.key == self.records[0])
+            .and_then(|kv| RecordValue::decode(&kv.value))
+    }
+}
+
+impl Store for EtcdStore {
+    type Job = EtcdJob;
+    type Joined = EtcdJoined;
+
+    fn enqueue(&self, info: &JobInfo, opts: Options) -> Result<Entered<EtcdJob, EtcdJoined>> {
+        EtcdJob::enqueue(self, info, opts)
+    }
+
+    fn snapshot(&self) -> Result<Vec<LiveJob>> {
+        let (records, jobs, _) = self.read_all()?;
+        let mut infos = std::collections::HashMap::new();
+        for kv in jobs {
+            if let Ok(info) = serde_json::from_slice::<JobInfo>(&kv.value) {
+                infos.insert(kv.lease, info);
+            }
+        }
+        let mut live: Vec<LiveJob> = Vec::new();
+        for kv in records {
+            let Some(rv) = RecordValue::decode(&kv.value) else {
+                continue;
+            };
+            let seq = kv.create_revision as Seq;
+            let entry = rv.entry(crate::store::local::key_of(&rv.res), seq);
+            let claim = Claim {
+                resource: rv.res.clone(),
+                rank: entry.rank,
+                state: entry.state,
+                stopping: rv.state == 'p',
+                preemptions: rv.count,
+            };
+            match live.iter_mut().find(|j| j.id == seq) {
+                Some(j) => j.claims.push(claim),
+                None => {
+                    let mut info = infos.get(&kv.lease).cloned().unwrap_or_default();
+                    info.host = info.host.or_else(|| Some(rv.host.clone()));
+                    live.push(LiveJob {
+                        id: seq,
+                        info,
+                        claims: vec![claim],
+                    });
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    fn cancel(&self, targets: &[String], running: bool) -> Result<Vec<Cancel>> {
+        let me = nix::unistd::geteuid();
+        let mut done = Vec::new();
+        let (records, _, _) = self.read_all()?;
+        let mut by_seq: std::collections::BTreeMap<Seq, Vec<(Kv, RecordValue)>> = Default::default();
+        for kv in records {
+            if let Some(rv) = RecordValue::decode(&kv.value) {
+                by_seq.entry(kv.create_revision as Seq).or_default().push((kv, rv));
+            }
+        }
+        let by = Canceller {
+            uid: me.as_raw(),
+            pid: std::process::id() as i32,
+        };
+        for (seq, recs) in by_seq {
+            let rv = &recs[0].1;
+            let id = seq.to_string();
+            let Some(target) = targets.iter().position(|t| *t == id || *t == rv.name) else {
+                continue;
+            };
+            let runs = recs.iter().any(|(_, r)| r.state != 'w');
+            let result = if rv.uid != by.uid && !me.is_root() {
+                Cancelled::NotYours(rv.uid)
+            } else if runs && !running {
+                Cancelled::LeftRunning
+            } else {
+                // Against the grant: only if no record changed since read.
+                let compare = recs
+                    .iter()
+                    .map(|(kv, _)| cmp_rev(&kv.key, "MOD", kv.mod_revision))
+                    .collect();
+                let puts = recs
+                    .iter()
+                    .map(|(kv, r)| {
+                        let mut c = r.clone();
+                        c.cancel = Some(by.clone());
+                        op_put_keep_lease(&kv.key, &c.encode())
+                    })
+                    .collect();
+                let v = self.client.txn(compare, puts, Vec::new())?;
+                if v["succeeded"].as_bool() != Some(true) {
+                    // It changed meanwhile (granted?): try again.
+                    return self.cancel(targets, running);
+                }
+                if runs {
+                    Cancelled::Running
+                } else {
+                    Cancelled::Waiting
+                }
+            };
+            done.push(Cancel {
+                target,
+                id: seq,
+                name: rv.name.clone(),
+                done: result,
+            });
+        }
+        Ok(done)
+    }
+
+    type Changes = EtcdChanges;
+
+    fn watch(&self) -> Result<EtcdChanges> {
+        let (_, _, rev) = self.read_all()?;
+        let wake = Wake::new()?;
+        let w = Arc::clone(&wake.w);
+        self.client
+            .watch_forever(self.keys.root(), rev + 1, move || {
+                nix::unistd::write(&*w, &[1]).is_ok()
+            });
+        Ok(EtcdChanges { wake })
+    }
+}
+
+/// `status --watch` on etcd: one watch of the whole prefix.
+pub(crate) struct EtcdChanges {
+    wake: Wake,
+}
+
+impl Changes for EtcdChanges {
+    fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.r.as_fd()
+    }
+
+    fn drain(&mut self) {
+        self.wake.drain();
+    }
+}
+
+impl QueuedJob for EtcdJob {
+    fn id(&self) -> Seq {
+        self.seq
+    }
+
+    fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    fn attempt(&mut self) -> Result<Attempt> {
+        for _ in 0..1000 {
+            let cut = self.cut()?;
+            let Some((_, own)) = &cut.own else {
+                self.reenter()?;
+                continue;
+            };
+            if let Some(by) = own.cancel.clone() {
+                return Ok(Attempt::Cancelled(by));
+            }
+            let entries: Vec<Entry> = cut.others.iter().map(|(e, _, _)| *e).collect();
+            let request = queue::Request {
+                rank: self.rank,
+                needs: &self.needs,
+            };
+            match queue::decide(&request, &entries) {
+                Decision::Grant => {
+                    if self.grant(&cut)? {
+                        return Ok(Attempt::Granted);
+                    }
+                }
+                Decision::Blocked(b) => {
+                    let preempting = if self.opts.preempt {
+                        self.preempt(&cut, &entries)?
+                    } else {
+                        Vec::new()
+                    };
+                    for t in b.wait.targets() {
+                        if let Some((_, key, _)) = cut.others.iter().find(|(e, _, _)| e.rank.seq == *t) {
+                            self.wake.watch(&self.client, key, cut.revision + 1);
+                        }
+                    }
+                    self.wake.watch(&self.client, &self.records[0], cut.revision + 1);
+                    let resource = self
+                        .needs
+                        .iter()
+                        .position(|(k, _)| *k == b.key)
+                        .map_or_else(String::new, |i| self.info.resources[i].name.clone());
+                    let holder = b.wait.targets().first().copied().filter(|t| {
+                        cut.others
+                            .iter()
+                            .any(|(e, _, _)| e.rank.seq == *t && e.state == State::Running)
+                    });
+                    return Ok(Attempt::Blocked(Why {
+                        resource,
+                        holder,
+                        ahead: b.ahead,
+                        preempting,
+                    }));
+                }
+            }
+        }
+        Err(Error::Unavailable("etcd: no decision after 1000 tries".into()))
+    }
+
+    fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.r.as_fd()
+    }
+
+    fn on_wake(&mut self) {
+        self.wake.drain();
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Some(self.lease.next_change())
+    }
+
+    /// A waiting job whose lease is about to lapse joins the queue again
+    /// (a running one is stopped by the run loop, see [`QueuedJob::hold`]).
+    fn on_deadline(&mut self) {
+        if self.child.is_none() && self.fence == 0 && self.lease.hold() != Hold::Safe {
+            let _ = self.reenter();
+        }
+    }
+
+    fn describe(&self, id: Seq) -> Option<Holder> {
+        let (records, jobs, _) = EtcdStore {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            ttl: self.ttl,
+            host: self.host.clone(),
+        }
+        .read_all()
+        .ok()?;
+        let lease = records.iter().find(|kv| kv.create_revision as Seq == id)?.lease;
+        let kv = jobs.iter().find(|kv| kv.lease == lease)?;
+        let info: JobInfo = serde_json::from_slice(&kv.value).ok()?;
+        let mut h = Holder::of(&info);
+        if let Some(host) = &info.host
+            && *host != self.host
+        {
+            h.name = format!("{} on {host}", h.name);
+        }
+        Some(h)
+    }
+
+    /// The command must not outlive baton (the hold is baton's lease):
+    /// it gets SIGKILL when baton dies. It inherits the run lock, so that
+    /// baton sees when its last process is gone.
+    fn prepare_spawn(&mut self, cmd: &mut Command) -> Result<()> {
+        let run = RunLock::new()?;
+        if let Some(h) = &run.holder {
+            nix::fcntl::fcntl(h, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+                .map_err(|e| Error::Internal(format!("run lock: {e}")))?;
+        }
+        self.run = Some(run);
+        let parent = std::process::id() as i32;
+        // SAFETY: between fork and exec only async-signal-safe calls:
+        // prctl(2) and getppid(2); no allocation, no lock.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // baton died before the prctl: the signal would never come.
+                if libc::getppid() != parent {
+                    libc::_exit(137);
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
+    fn spawned(&mut self, pid: i32) {
+        self.child = Some(pid);
+        if let Some(run) = &mut self.run {
+            run.holder = None;
+        }
+    }
+
+    fn unspawned(&mut self) {
+        self.run = None;
+    }
+
+    fn is_preempted(&self) -> bool {
+        match self.own() {
+            Some(rv) => rv.state == 'p',
+            None => false,
+        }
+    }
+
+    fn cancelled(&self) -> Option<Canceller> {
+        self.own().and_then(|rv| rv.cancel)
+    }
+
+    fn run_ended(&mut self) -> Result<bool> {
+        let Some(run) = &self.run else {
+            return Ok(true);
+        };
+        if !run.held() {
+            return Ok(true);
+        }
+        let probe = run
+            .probe
+            .try_clone()
+            .map_err(|e| Error::Internal(format!("run lock: {e}")))?;
+        let wake = Arc::clone(&self.wake.w);
+        std::thread::spawn(move || {
+            let _ = ofd::wait_released(&probe, JobByte::Run);
+            let _ = nix::unistd::write(&*wake, &[1]);
+        });
+        Ok(false)
+    }
+
+    fn requeue(&mut self) -> Result<u8> {
+        self.preemptions = self.preemptions.saturating_add(1);
+        self.run = None;
+        self.child = None;
+        self.fence = 0;
+        let puts: Vec<Value> = self
+            .info
+            .resources
+            .iter()
+            .zip(&self.records)
+            .map(|(r, k)| {
+                op_put(
+                    k,
+                    &RecordValue::waiting(&self.info, r, self.opts, self.preemptions).encode(),
+                    self.lease.id,
+                )
+            })
+            .collect();
+        let compare = self
+            .records
+            .iter()
+            .map(|k| cmp_rev(k, "CREATE", self.seq as i64))
+            .collect();
+        let v = self.client.txn(compare, puts, Vec::new())?;
+        if v["succeeded"].as_bool() != Some(true) {
+            self.lease.lost();
+        }
+        Ok(self.preemptions)
+    }
+
+    fn leave(self) {
+        let _ = self.client.revoke(self.lease.id);
+    }
+
+    fn finish(self, status: i32) -> u32 {
+        let joiners = self
+            .client
+            .range_prefix(&self.keys.joiners(self.lease.id))
+            .map_or(0, |(kvs, _)| kvs.len() as u32);
+        if joiners > 0
+            && let Ok((x, _)) = self.client.grant(60)
+        {
+            let _ = self.client.txn(
+                Vec::new(),
+                vec![op_put(&self.keys.status(self.lease.id), status.to_string().as_bytes(), x)],
+                Vec::new(),
+            );
+        }
+        let _ = self.client.revoke(self.lease.id);
+        joiners
+    }
+
+    fn hold(&self) -> Hold {
+        self.lease.hold()
+    }
+
+    fn self_escalate(&self) -> Option<Duration> {
+        Some(
+            self.own()
+                .map_or(self.opts.grace, |rv| Duration::from_millis(rv.grace_ms)),
+        )
+    }
+
+    fn hold_needs_baton(&self) -> bool {
+        true
+    }
+}
+
+/// A `--coalesce` job that joined a waiting run of its name on the cluster.
+pub(crate) struct EtcdJoined {
+    client: Client,
+    keys: Keys,
+    /// The run's lease, and its arrival id.
+    run: i64,
+    run_seq: Seq,
+    /// Its name's `n/<hash>` key, which exists while it waits.
+    name_key: Vec<u8>,
+    own: Seq,
+    wake: Wake,
+    _lease: Lease,
+}
+
+impl EtcdJoined {
+    /// Join run `run` (read as `kv`): register as a joiner while it still
+    /// waits. `None`: it has started meanwhile.
+    fn join(store: &EtcdStore, lease: Lease, wake: Wake, run: i64, kv: &Kv) -> Result<Option<EtcdJoined>> {
+        let v = store.client.txn(
+            vec![cmp_rev(&kv.key, "MOD", kv.mod_revision)],
+            vec![
+                op_put(&store.keys.joiner(run, lease.id), b"", lease.id),
+                op_range(&store.keys.job(run), false),
+            ],
+            Vec::new(),
+        )?;
+        if v["succeeded"].as_bool() != Some(true) {
+            return Ok(None);
+        }
+        let rev = int(&v["header"]["revision"]);
+        let job = store.keys.job(run);
+        wake.watch(&store.client, &job, rev + 1);
+        Ok(Some(EtcdJoined {
+            client: store.client.clone(),
+            keys: store.keys.clone(),
+            run,
+            run_seq: kv.create_revision as Seq,
+            name_key: kv.key.clone(),
+            own: rev as Seq,
+            wake,
+            _lease: lease,
+        }))
+    }
+}
+
+impl JoinedRun for EtcdJoined {
+    fn id(&self) -> Seq {
+        self.run_seq
+    }
+
+    fn own_id(&self) -> Seq {
+        self.own
+    }
+
+    fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.r.as_fd()
+    }
+
+    fn started(&self) -> bool {
+        self.client
+            .range_prefix(&self.name_key)
+            .is_ok_and(|(kvs, _)| kvs.iter().all(|kv| kv.lease != self.run))
+    }
+
+    /// Its details are deleted with its lease, at its end; until then a
+    /// wake-up was only a hint (a reconnection): watch again.
+    fn ended(&self) -> bool {
+        self.wake.drain();
+        match self.client.range_prefix(&self.keys.job(self.run)) {
+            Ok((kvs, rev)) if kvs.iter().any(|kv| kv.key == self.keys.job(self.run)) => {
+                self.wake.watch(&self.client, &self.keys.job(self.run), rev + 1);
+                false
+            }
+            Ok(_) => true,
+            // The cluster is unreachable: wait for a wake-up again.
+            Err(_) => {
+                self.wake.watch(&self.client, &self.keys.job(self.run), 0);
+                false
+            }
+        }
+    }
+
+    fn final_status(&self) -> Option<i32> {
+        let (x, _) = self.client.range_prefix(&self.keys.status(self.run)).ok()?;
+        x.first()
+            .and_then(|kv| String::from_utf8_lossy(&kv.value).parse().ok())
+    }
+}
