@@ -528,7 +528,7 @@ mod loop_tests {
             wait_timeout: None,
             timeout: None,
             grace: Duration::from_secs(1),
-            place: Where::Local(PathBuf::new()),
+            place: Where::Local(std::path::PathBuf::new()),
             quiet: true,
             not_started: 75,
             shell: false,
