@@ -218,10 +218,11 @@ impl Client {
         Ok((id, int(&v["TTL"])))
     }
 
-    /// Renew lease `id` once: the TTL it now has (0: it is gone).
-    pub(super) fn keepalive(&self, id: i64) -> EtcdResult<i64> {
+    /// Renew lease `id` once: the TTL it now has (0: it is gone) and the
+    /// cluster's revision.
+    pub(super) fn keepalive(&self, id: i64) -> EtcdResult<(i64, i64)> {
         let v = self.call("/v3/lease/keepalive", &json!({ "ID": id.to_string() }))?;
-        Ok(int(&v["TTL"]))
+        Ok((int(&v["TTL"]), int(&v["header"]["revision"])))
     }
 
     pub(super) fn revoke(&self, id: i64) -> EtcdResult<()> {

@@ -33,6 +33,8 @@ struct State {
     deadline: Instant,
     /// The cluster answered that the lease no longer exists.
     gone: bool,
+    /// The cluster's revision at the last renewal.
+    revision: i64,
 }
 
 /// A lease and its renewing thread (stopped when this is dropped).
@@ -59,6 +61,7 @@ impl Lease {
         let state = Arc::new(Mutex::new(State {
             deadline: deadline(sent, granted),
             gone: false,
+            revision: 0,
         }));
         let (stop, stopped) = channel::<()>();
         let granted_ttl = Duration::from_secs(granted.max(1) as u64);
@@ -77,9 +80,10 @@ impl Lease {
                     }
                     let sent = Instant::now();
                     match client.keepalive(id) {
-                        Ok(ttl) if ttl > 0 => {
+                        Ok((ttl, revision)) if ttl > 0 => {
                             if let Ok(mut s) = shared.lock() {
                                 s.deadline = s.deadline.max(deadline(sent, ttl));
+                                s.revision = s.revision.max(revision);
                             }
                             wait = period;
                         }
@@ -127,6 +131,15 @@ impl Lease {
         let d = self.state.lock().map_or_else(|_| Instant::now(), |s| s.deadline);
         let stop = d.checked_sub(self.stop_grace()).unwrap_or(d);
         if Instant::now() < stop { stop } else { d }
+    }
+
+    /// The cluster's revision at the last renewal.
+    pub(super) fn revision(&self) -> i64 {
+        self.state.lock().map_or(0, |s| s.revision)
+    }
+
+    pub(super) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Mark the lease gone (the cluster said so another way).

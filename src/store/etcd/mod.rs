@@ -221,6 +221,9 @@ pub(crate) struct EtcdJob {
     /// `--coalesce`: it is the waiting run of its name (`n/<hash>`).
     named: bool,
     fence: u64,
+    /// The revision and time of the last decision's read (for the safety
+    /// net: see [`QueuedJob::on_deadline`]).
+    cut: (i64, Instant),
     wake: Wake,
     run: Option<RunLock>,
     child: Option<i32>,
@@ -306,6 +309,7 @@ impl EtcdJob {
                 preemptions: 0,
                 named: opts.coalesce,
                 fence: 0,
+                cut: (0, Instant::now()),
                 wake,
                 run: None,
                 child: None,
@@ -647,6 +651,7 @@ impl QueuedJob for EtcdJob {
     fn attempt(&mut self) -> Result<Attempt> {
         for _ in 0..1000 {
             let cut = self.cut()?;
+            self.cut = (cut.revision, Instant::now());
             let Some((_, own)) = &cut.own else {
                 self.reenter()?;
                 continue;
@@ -708,14 +713,36 @@ impl QueuedJob for EtcdJob {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        Some(self.lease.next_change())
+        let lease = self.lease.next_change();
+        if self.fence == 0 {
+            Some(lease.min(self.cut.1 + self.lease.ttl()))
+        } else {
+            Some(lease)
+        }
     }
 
     /// A waiting job whose lease is about to lapse joins the queue again
     /// (a running one is stopped by the run loop, see [`QueuedJob::hold`]).
+    /// The safety net of a waiter: a watch is only a hint, and one on a
+    /// member that froze can stay silent. If the cluster's revision (as
+    /// the renewals see it) has moved past the last read and no wake-up
+    /// came for a whole TTL, wake up and read once more.
     fn on_deadline(&mut self) {
-        if self.child.is_none() && self.fence == 0 && self.lease.hold() != Hold::Safe {
+        if self.child.is_some() || self.fence != 0 {
+            return;
+        }
+        if self.lease.hold() != Hold::Safe {
+            // Queued again (its first decision's outcome is not kept):
+            // the run loop decides again at once.
             let _ = self.reenter();
+            let _ = nix::unistd::write(&*self.wake.w, &[1]);
+            return;
+        }
+        if self.cut.1.elapsed() >= self.lease.ttl() {
+            if self.lease.revision() > self.cut.0 {
+                let _ = nix::unistd::write(&*self.wake.w, &[1]);
+            }
+            self.cut.1 = Instant::now();
         }
     }
 
