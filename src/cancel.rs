@@ -12,9 +12,9 @@ running ones without `--running`), named in a line each; 77 when one was
 another user's (root may cancel anyone's).
 */
 
+use crate::cli::Where;
 use crate::error::{Result, exit};
 use crate::progress::say;
-use crate::cli::Where;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::{LocalStore, StateDir};
 use crate::store::{Cancelled, Store};

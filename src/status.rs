@@ -12,12 +12,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::cli::Where;
 use crate::error::{Error, Result};
 use crate::job::{ModeWord, now_ms};
 use crate::progress::short;
 use crate::queue::{Rank, State};
 use crate::signals::Signals;
-use crate::cli::Where;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::{LocalStore, StateDir};
 use crate::store::{Changes, LiveJob, Store};
@@ -104,9 +104,23 @@ pub(crate) fn watch(place: &Where, json: bool, names: &[String]) -> Result<u8> {
             let state = StateDir::open(dir, true)?
                 .ok_or_else(|| Error::Internal("state directory vanished".into()))?;
             let shown = dir.display().to_string();
-            watch_store(&LocalStore::new(state), &shown, false, json, names, &signals)
+            watch_store(
+                &LocalStore::new(state),
+                &shown,
+                false,
+                json,
+                names,
+                &signals,
+            )
         }
-        Where::Etcd(e) => watch_store(&EtcdStore::new(e)?, &etcd_shown(e), true, json, names, &signals),
+        Where::Etcd(e) => watch_store(
+            &EtcdStore::new(e)?,
+            &etcd_shown(e),
+            true,
+            json,
+            names,
+            &signals,
+        ),
     }
 }
 
@@ -291,8 +305,7 @@ fn table(report: &Report) -> String {
         return format!("no jobs in {}\n", report.dir);
     }
     let pid = if report.hosts { "PID@HOST" } else { "PID" };
-    let mut rows =
-        vec![["RESOURCE", "STATE", "JOB", pid, "USER", "PRIO", "FOR"].map(String::from)];
+    let mut rows = vec![["RESOURCE", "STATE", "JOB", pid, "USER", "PRIO", "FOR"].map(String::from)];
     for r in &report.resources {
         let all = r
             .holders

@@ -105,6 +105,18 @@ fn service(args: &UnitArgs) -> Result<String> {
     if let Some(dir) = &args.dir {
         words.extend(["--dir".into(), dir.clone().into_os_string()]);
     }
+    if let crate::cli::Where::Etcd(e) = &r.place {
+        words.extend(["--etcd".into(), e.endpoints.clone().into()]);
+        if e.prefix != "baton/" {
+            words.extend(["--etcd-prefix".into(), e.prefix.clone().into()]);
+        }
+        if e.ttl != Duration::from_secs(15) {
+            words.extend([
+                "--etcd-ttl".into(),
+                humantime::format_duration(e.ttl).to_string().replace(' ', "").into(),
+            ]);
+        }
+    }
     words.push("--".into());
     words.extend(r.command.iter().cloned());
     let exec: Vec<String> = words.iter().map(|w| quote(&w.to_string_lossy())).collect();

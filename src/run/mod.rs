@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use self::command::{default_name, resolve, spawn_error};
 use self::supervise::{Ended, linger, sleep, supervise};
+use crate::cli::Where;
 use crate::error::{Error, Result, exit};
 use crate::history::{self, Outcome, Record, Stamp};
 use crate::job::{Canceller, JobInfo, Resource, Seq, now_ms};
 use crate::progress::Progress;
 use crate::signals::Signals;
-use crate::cli::Where;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::{LocalStore, StateDir};
 use crate::store::{Attempt, Entered, JoinedRun, Options, QueuedJob, Store, Why};

@@ -120,7 +120,8 @@ pub(super) fn supervise<J: QueuedJob>(
             let _ = killpg(group, Signal::SIGTERM);
             // On several hosts nobody else can escalate.
             if let Some(grace) = job.self_escalate() {
-                kill_at = Some(kill_at.map_or(Instant::now() + grace, |k| k.min(Instant::now() + grace)));
+                kill_at =
+                    Some(kill_at.map_or(Instant::now() + grace, |k| k.min(Instant::now() + grace)));
             }
         }
         // A lease-based hold about to lapse: stop the command before the

@@ -17,8 +17,8 @@ Every call but a watch has a deadline ([`CALL_TIMEOUT`]); a call that fails
 endpoint once, and the one that answered is used first next time.
 */
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -125,7 +125,9 @@ impl Client {
         }
         for e in &endpoints {
             if !e.starts_with("http://") && !e.starts_with("https://") {
-                return Err(format!("--etcd {e:?}: expected a URL such as http://127.0.0.1:2379"));
+                return Err(format!(
+                    "--etcd {e:?}: expected a URL such as http://127.0.0.1:2379"
+                ));
             }
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -203,7 +205,9 @@ impl Client {
         }
         if status != 200 {
             let msg = v["message"].as_str().unwrap_or("").to_string();
-            return Err(CallError::Fatal(format!("etcd refused a request ({path}): HTTP {status} {msg}")));
+            return Err(CallError::Fatal(format!(
+                "etcd refused a request ({path}): HTTP {status} {msg}"
+            )));
         }
         Ok(v)
     }
@@ -231,7 +235,12 @@ impl Client {
     }
 
     /// A transaction; the raw answer (`succeeded`, `responses`, `header`).
-    pub(super) fn txn(&self, compare: Vec<Value>, success: Vec<Value>, failure: Vec<Value>) -> EtcdResult<Value> {
+    pub(super) fn txn(
+        &self,
+        compare: Vec<Value>,
+        success: Vec<Value>,
+        failure: Vec<Value>,
+    ) -> EtcdResult<Value> {
         self.call(
             "/v3/kv/txn",
             &json!({ "compare": compare, "success": success, "failure": failure }),
@@ -432,6 +441,12 @@ mod tests {
         assert_eq!(unb64(&json!(b64(b"x/y"))), b"x/y");
         assert!(Client::new("").is_err());
         assert!(Client::new("127.0.0.1:2379").is_err());
-        assert_eq!(Client::new("http://a:1, http://b:2/").unwrap().endpoints().len(), 2);
+        assert_eq!(
+            Client::new("http://a:1, http://b:2/")
+                .unwrap()
+                .endpoints()
+                .len(),
+            2
+        );
     }
 }

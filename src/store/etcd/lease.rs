@@ -128,7 +128,10 @@ impl Lease {
 
     /// When [`Lease::hold`] may next change (if no renewal comes).
     pub(super) fn next_change(&self) -> Instant {
-        let d = self.state.lock().map_or_else(|_| Instant::now(), |s| s.deadline);
+        let d = self
+            .state
+            .lock()
+            .map_or_else(|_| Instant::now(), |s| s.deadline);
         let stop = d.checked_sub(self.stop_grace()).unwrap_or(d);
         if Instant::now() < stop { stop } else { d }
     }

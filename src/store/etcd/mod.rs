@@ -51,12 +51,11 @@ use nix::fcntl::OFlag;
 use serde_json::Value;
 
 use self::client::{
-    Client, EtcdError, Kv, cmp_rev, int, op_delete, op_put, op_put_keep_lease, op_range,
-    txn_range,
+    Client, EtcdError, Kv, cmp_rev, int, op_delete, op_put, op_put_keep_lease, op_range, txn_range,
 };
 use self::keys::{Keys, RecordValue};
-use self::lease::Lease;
 pub(crate) use self::lease::Hold;
+use self::lease::Lease;
 use super::local::ofd::{self, JobByte};
 use super::{
     Attempt, Cancel, Cancelled, Changes, Claim, Entered, Holder, JoinedRun, LiveJob, Options,
@@ -114,7 +113,11 @@ impl EtcdStore {
             ],
             Vec::new(),
         )?;
-        Ok((txn_range(&v, 0), txn_range(&v, 1), int(&v["header"]["revision"])))
+        Ok((
+            txn_range(&v, 0),
+            txn_range(&v, 1),
+            int(&v["header"]["revision"]),
+        ))
     }
 }
 
@@ -241,7 +244,11 @@ struct Cut {
 }
 
 impl EtcdJob {
-    fn enqueue(store: &EtcdStore, info: &JobInfo, opts: Options) -> Result<Entered<EtcdJob, EtcdJoined>> {
+    fn enqueue(
+        store: &EtcdStore,
+        info: &JobInfo,
+        opts: Options,
+    ) -> Result<Entered<EtcdJob, EtcdJoined>> {
         loop {
             let wake = Wake::new()?;
             let lease = Lease::grant(&store.client, store.ttl, Arc::clone(&wake.w))?;
@@ -447,12 +454,15 @@ impl EtcdJob {
             needs: &self.needs,
         };
         let allowed = |seq: Seq| {
-            cut.others.iter().filter(|(e, _, _)| e.rank.seq == seq).all(|(e, _, rv)| {
-                e.state == State::Running
-                    && (rv.state == 'p'
-                        || (rv.preemptible && rv.count < queue::MAX_PREEMPTIONS))
-                    && (me.is_root() || rv.uid == me.as_raw())
-            })
+            cut.others
+                .iter()
+                .filter(|(e, _, _)| e.rank.seq == seq)
+                .all(|(e, _, rv)| {
+                    e.state == State::Running
+                        && (rv.state == 'p'
+                            || (rv.preemptible && rv.count < queue::MAX_PREEMPTIONS))
+                        && (me.is_root() || rv.uid == me.as_raw())
+                })
         };
         let Some(chosen) = queue::victims(&request, entries, allowed) else {
             return Ok(Vec::new());
@@ -554,10 +564,14 @@ impl Store for EtcdStore {
         let me = nix::unistd::geteuid();
         let mut done = Vec::new();
         let (records, _, _) = self.read_all()?;
-        let mut by_seq: std::collections::BTreeMap<Seq, Vec<(Kv, RecordValue)>> = Default::default();
+        let mut by_seq: std::collections::BTreeMap<Seq, Vec<(Kv, RecordValue)>> =
+            Default::default();
         for kv in records {
             if let Some(rv) = RecordValue::decode(&kv.value) {
-                by_seq.entry(kv.create_revision as Seq).or_default().push((kv, rv));
+                by_seq
+                    .entry(kv.create_revision as Seq)
+                    .or_default()
+                    .push((kv, rv));
             }
         }
         let by = Canceller {
@@ -677,11 +691,14 @@ impl QueuedJob for EtcdJob {
                         Vec::new()
                     };
                     for t in b.wait.targets() {
-                        if let Some((_, key, _)) = cut.others.iter().find(|(e, _, _)| e.rank.seq == *t) {
+                        if let Some((_, key, _)) =
+                            cut.others.iter().find(|(e, _, _)| e.rank.seq == *t)
+                        {
                             self.wake.watch(&self.client, key, cut.revision + 1);
                         }
                     }
-                    self.wake.watch(&self.client, &self.records[0], cut.revision + 1);
+                    self.wake
+                        .watch(&self.client, &self.records[0], cut.revision + 1);
                     let resource = self
                         .needs
                         .iter()
@@ -701,7 +718,9 @@ impl QueuedJob for EtcdJob {
                 }
             }
         }
-        Err(Error::Unavailable("etcd: no decision after 1000 tries".into()))
+        Err(Error::Unavailable(
+            "etcd: no decision after 1000 tries".into(),
+        ))
     }
 
     fn wake_fd(&self) -> BorrowedFd<'_> {
@@ -755,7 +774,10 @@ impl QueuedJob for EtcdJob {
         }
         .read_all()
         .ok()?;
-        let lease = records.iter().find(|kv| kv.create_revision as Seq == id)?.lease;
+        let lease = records
+            .iter()
+            .find(|kv| kv.create_revision as Seq == id)?
+            .lease;
         let kv = jobs.iter().find(|kv| kv.lease == lease)?;
         let info: JobInfo = serde_json::from_slice(&kv.value).ok()?;
         let mut h = Holder::of(&info);
@@ -773,8 +795,11 @@ impl QueuedJob for EtcdJob {
     fn prepare_spawn(&mut self, cmd: &mut Command) -> Result<()> {
         let run = RunLock::new()?;
         if let Some(h) = &run.holder {
-            nix::fcntl::fcntl(h, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-                .map_err(|e| Error::Internal(format!("run lock: {e}")))?;
+            nix::fcntl::fcntl(
+                h,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(|e| Error::Internal(format!("run lock: {e}")))?;
         }
         self.run = Some(run);
         let parent = std::process::id() as i32;
@@ -880,7 +905,11 @@ impl QueuedJob for EtcdJob {
         {
             let _ = self.client.txn(
                 Vec::new(),
-                vec![op_put(&self.keys.status(self.lease.id), status.to_string().as_bytes(), x)],
+                vec![op_put(
+                    &self.keys.status(self.lease.id),
+                    status.to_string().as_bytes(),
+                    x,
+                )],
                 Vec::new(),
             );
         }
@@ -921,7 +950,13 @@ pub(crate) struct EtcdJoined {
 impl EtcdJoined {
     /// Join run `run` (read as `kv`): register as a joiner while it still
     /// waits. `None`: it has started meanwhile.
-    fn join(store: &EtcdStore, lease: Lease, wake: Wake, run: i64, kv: &Kv) -> Result<Option<EtcdJoined>> {
+    fn join(
+        store: &EtcdStore,
+        lease: Lease,
+        wake: Wake,
+        run: i64,
+        kv: &Kv,
+    ) -> Result<Option<EtcdJoined>> {
         let v = store.client.txn(
             vec![cmp_rev(&kv.key, "MOD", kv.mod_revision)],
             vec![
@@ -974,7 +1009,8 @@ impl JoinedRun for EtcdJoined {
         self.wake.drain();
         match self.client.range_prefix(&self.keys.job(self.run)) {
             Ok((kvs, rev)) if kvs.iter().any(|kv| kv.key == self.keys.job(self.run)) => {
-                self.wake.watch(&self.client, &self.keys.job(self.run), rev + 1);
+                self.wake
+                    .watch(&self.client, &self.keys.job(self.run), rev + 1);
                 false
             }
             Ok(_) => true,
