@@ -727,8 +727,16 @@ impl QueuedJob for EtcdJob {
         self.wake.r.as_fd()
     }
 
+    /// While it runs, its own record must stay watched (a preemption
+    /// mark, a cancel): the watch that fired is armed again from the
+    /// revision of a fresh read, so nothing after it is missed.
     fn on_wake(&mut self) {
         self.wake.drain();
+        if self.fence != 0
+            && let Ok((_, rev)) = self.client.range_prefix(&self.records[0])
+        {
+            self.wake.watch(&self.client, &self.records[0], rev + 1);
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
