@@ -103,6 +103,9 @@ pub(super) struct RecordValue {
     /// The preemptor's grace, on a `p` record.
     #[serde(default)]
     pub(super) grace_ms: u64,
+    /// When it started running (ms since the epoch; 0 while it waits).
+    #[serde(default)]
+    pub(super) since: u64,
     /// Set by `baton cancel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) cancel: Option<Canceller>,
@@ -128,6 +131,7 @@ impl RecordValue {
             preemptible: opts.preemptible && count < crate::queue::MAX_PREEMPTIONS,
             count,
             grace_ms: 0,
+            since: 0,
             cancel: None,
         }
     }

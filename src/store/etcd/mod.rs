@@ -227,6 +227,8 @@ pub(crate) struct EtcdJob {
     /// The revision and time of the last decision's read (for the safety
     /// net: see [`QueuedJob::on_deadline`]).
     cut: (i64, Instant),
+    /// The other jobs the last decision read, for [`QueuedJob::describe`].
+    seen: Vec<(Seq, RecordValue)>,
     wake: Wake,
     run: Option<RunLock>,
     child: Option<i32>,
@@ -317,6 +319,7 @@ impl EtcdJob {
                 named: opts.coalesce,
                 fence: 0,
                 cut: (0, Instant::now()),
+                seen: Vec::new(),
                 wake,
                 run: None,
                 child: None,
@@ -420,6 +423,7 @@ impl EtcdJob {
             .map(|(r, k)| {
                 let mut rv = RecordValue::waiting(&self.info, r, self.opts, self.preemptions);
                 rv.state = 'r';
+                rv.since = crate::job::now_ms();
                 op_put(k, &rv.encode(), self.lease.id)
             })
             .collect();
@@ -544,11 +548,16 @@ impl Store for EtcdStore {
                 stopping: rv.state == 'p',
                 preemptions: rv.count,
             };
+            let started = (rv.state != 'w' && rv.since > 0).then_some(rv.since);
             match live.iter_mut().find(|j| j.id == seq) {
-                Some(j) => j.claims.push(claim),
+                Some(j) => {
+                    j.info.started_ms = j.info.started_ms.or(started);
+                    j.claims.push(claim);
+                }
                 None => {
                     let mut info = infos.get(&kv.lease).cloned().unwrap_or_default();
                     info.host = info.host.or_else(|| Some(rv.host.clone()));
+                    info.started_ms = started;
                     live.push(LiveJob {
                         id: seq,
                         info,
@@ -666,6 +675,11 @@ impl QueuedJob for EtcdJob {
         for _ in 0..1000 {
             let cut = self.cut()?;
             self.cut = (cut.revision, Instant::now());
+            self.seen = cut
+                .others
+                .iter()
+                .map(|(e, _, rv)| (e.rank.seq, rv.clone()))
+                .collect();
             let Some((_, own)) = &cut.own else {
                 self.reenter()?;
                 continue;
@@ -773,28 +787,20 @@ impl QueuedJob for EtcdJob {
         }
     }
 
+    /// From the last decision's read (no request): a holder's record
+    /// says who it is.
     fn describe(&self, id: Seq) -> Option<Holder> {
-        let (records, jobs, _) = EtcdStore {
-            client: self.client.clone(),
-            keys: self.keys.clone(),
-            ttl: self.ttl,
-            host: self.host.clone(),
-        }
-        .read_all()
-        .ok()?;
-        let lease = records
-            .iter()
-            .find(|kv| kv.create_revision as Seq == id)?
-            .lease;
-        let kv = jobs.iter().find(|kv| kv.lease == lease)?;
-        let info: JobInfo = serde_json::from_slice(&kv.value).ok()?;
-        let mut h = Holder::of(&info);
-        if let Some(host) = &info.host
-            && *host != self.host
-        {
-            h.name = format!("{} on {host}", h.name);
-        }
-        Some(h)
+        let (_, rv) = self.seen.iter().find(|(seq, _)| *seq == id)?;
+        let name = if rv.host != self.host {
+            format!("{} on {}", rv.name, rv.host)
+        } else {
+            rv.name.clone()
+        };
+        Some(Holder {
+            name,
+            pid: rv.pid,
+            started_ms: (rv.since > 0).then_some(rv.since),
+        })
     }
 
     /// The command must not outlive baton (the hold is baton's lease):
