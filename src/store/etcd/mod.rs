@@ -353,7 +353,11 @@ impl EtcdJob {
                 if kv.lease == self.lease.id {
                     continue;
                 }
-                if let Some(rv) = RecordValue::decode(&kv.value) {
+                // A cancelled waiter is out of the queue for everyone but
+                // its own baton, which is on its way out.
+                if let Some(rv) = RecordValue::decode(&kv.value)
+                    && !(rv.state == 'w' && rv.cancel.is_some())
+                {
                     others.push((rv.entry(key, kv.create_revision as Seq), kv.key, rv));
                 }
             }
