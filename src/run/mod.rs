@@ -331,7 +331,7 @@ fn run_once<J: QueuedJob>(
         // Stopped before the lease could lapse: the run was not protected
         // to its end, whatever the command exited with.
         crate::progress::say(&format!(
-            "baton: lost the hold on {} (the etcd cluster could not renew it in time); the command was stopped\n",
+            "baton: lost the hold on {}: its etcd lease could not be renewed in time or is gone; the command was stopped\n",
             args.resources
                 .iter()
                 .map(|r| r.name.as_str())

@@ -751,8 +751,14 @@ impl QueuedJob for EtcdJob {
     fn on_wake(&mut self) {
         self.wake.drain();
         if self.fence != 0
-            && let Ok((_, rev)) = self.client.range_prefix(&self.records[0])
+            && let Ok((kvs, rev)) = self.client.range_prefix(&self.records[0])
         {
+            if kvs.iter().all(|kv| kv.key != self.records[0]) {
+                // Its records are gone (the lease expired or was revoked):
+                // the hold is lost; the run loop kills the command.
+                self.lease.lost();
+                return;
+            }
             self.wake.watch(&self.client, &self.records[0], rev + 1);
         }
     }
