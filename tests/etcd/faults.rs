@@ -1,0 +1,427 @@
+//! Faults: a host cut off, a frozen baton against a fencing storage, the
+//! leader killed, a member down or frozen, no cluster at all, batons
+//! killed with SIGKILL, compaction under waiting jobs.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cluster;
+use crate::harness::*;
+
+/// `start|end TIME [FENCE]` lines of a command's log: the time and fence.
+fn event(path: &std::path::Path, what: &str) -> (f64, u64) {
+    let line = await_line(path, what);
+    let mut w = line.split_whitespace().skip(1);
+    let t = w.next().and_then(|t| t.parse().ok()).expect("time");
+    let f = w.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    (t, f)
+}
+
+/// Exactly one line on stderr, containing `text`.
+fn one_line_saying(stderr: &str, text: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected on stderr: {stderr:?}");
+    assert!(lines[0].contains(text), "{text:?} expected: {stderr:?}");
+}
+
+/// Host 0 holds with a 3 s lease; its gateway freezes; host 1 queues. Host
+/// 0's command is stopped (SIGTERM) before host 1's starts, host 0's baton
+/// exits 69 saying so, host 1 starts within the lease and a few seconds,
+/// with a greater fence.
+#[test]
+fn partitioned_holder_is_stopped_before_another_host_starts() {
+    let c = cluster!("partition");
+    let (alog, blog) = (c.path("A.log"), c.path("B.log"));
+    let a_script = format!(
+        "exec 2>/dev/null; trap 'echo \"end $(date +%s.%N)\" >> {l}; exit 0' TERM; \
+         echo \"start $(date +%s.%N) $BATON_FENCE\" >> {l}; \
+         i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+        l = alog.display()
+    );
+    let mut a = c.spawn_sh(0, "A", &["-q", "-l", "x", "--etcd-ttl", TTL], &a_script);
+    let (_, a_fence) = event(&alog, "start");
+    // Let a keepalive or two go through, so the lease is being renewed.
+    std::thread::sleep(Duration::from_millis(1500)); // wait-ok: the lease is renewed in its rhythm
+    c.freeze_host(0);
+    let frozen = now();
+    let b_script = format!(
+        "echo \"start $(date +%s.%N) $BATON_FENCE\" >> {}",
+        blog.display()
+    );
+    let mut b = c.spawn_sh(1, "B", &["-q", "-l", "x", "--etcd-ttl", TTL], &b_script);
+    let st = a.wait_within(Duration::from_secs(10));
+    let a_stderr = a.stderr();
+    assert_eq!(st, Some(69), "host 0's baton: {a_stderr:?}");
+    one_line_saying(&a_stderr, "lost the hold");
+    let (a_end, _) = event(&alog, "end");
+    assert_eq!(
+        b.wait_within(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        b.stderr()
+    );
+    let (b_start, b_fence) = event(&blog, "start");
+    assert!(
+        a_end < b_start,
+        "host 0's command ended at {a_end}, after host 1's started at {b_start}"
+    );
+    assert!(
+        b_start - frozen < TTL_SECS + 4.0,
+        "host 1 started {:.1} s after the freeze",
+        b_start - frozen
+    );
+    assert!(b_fence > a_fence, "fence {b_fence} after {a_fence}");
+    c.thaw_host(0);
+    c.assert_idle(0);
+}
+
+/// A toy storage: keeps the highest fence it accepted, rejects lower ones.
+/// `sh store.sh TAG FENCE`.
+fn storage(c: &crate::harness::Cluster) -> std::path::PathBuf {
+    let p = c.path("store.sh");
+    let d = c.tmp.path().display();
+    std::fs::write(
+        &p,
+        format!(
+            "exec 9>> {d}/store.lock; flock 9\n\
+             max=$(cat {d}/store.max 2>/dev/null || echo 0)\n\
+             if [ \"$2\" -lt \"$max\" ]; then echo \"REJECTED $1 $2\" >> {d}/store.log; exit 1; fi\n\
+             echo \"$2\" > {d}/store.max\n\
+             echo \"ACCEPTED $1 $2\" >> {d}/store.log\n"
+        ),
+    )
+    .expect("store.sh");
+    p
+}
+
+/// Host 0 holds with a 3 s lease and writes; its baton is frozen (SIGSTOP):
+/// the lease lapses, host 1 is granted and writes with a greater fence;
+/// host 0's command, still running, then writes late with its old fence:
+/// the storage rejects it. Thawed, host 0's baton stops it and exits 69.
+#[test]
+fn frozen_baton_is_fenced_off_by_the_storage() {
+    let c = cluster!("frozen");
+    let store = storage(&c);
+    let d = c.tmp.path().display().to_string();
+    let a_script = format!(
+        "exec 2>/dev/null; echo $$ > {d}/A.pid; sh {s} A1 $BATON_FENCE; \
+         i=0; while [ ! -e {d}/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; \
+         sh {s} A2 $BATON_FENCE; echo attempted > {d}/A.late; \
+         i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+        s = store.display()
+    );
+    let mut a = c.spawn_sh(0, "A", &["-q", "-l", "x", "--etcd-ttl", TTL], &a_script);
+    let slog = c.path("store.log");
+    await_line(&slog, "ACCEPTED A1");
+    let a_cmd = Pid::from_raw(
+        await_line(&c.path("A.pid"), "")
+            .trim()
+            .parse()
+            .expect("pid"),
+    );
+    kill(a.pid(), Signal::SIGSTOP).expect("SIGSTOP baton");
+    let frozen = Instant::now();
+    let mut b = c.spawn_sh(
+        1,
+        "B",
+        &["-q", "-l", "x", "--etcd-ttl", TTL],
+        &format!("sh {} B $BATON_FENCE", store.display()),
+    );
+    assert_eq!(
+        b.wait_within(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        b.stderr()
+    );
+    assert!(
+        frozen.elapsed() < Duration::from_secs_f64(TTL_SECS + 5.0),
+        "host 1 waited {:?} for a frozen holder's lease",
+        frozen.elapsed()
+    );
+    assert!(
+        alive(a_cmd),
+        "the frozen baton's command still runs (nothing could stop it)"
+    );
+    std::fs::write(c.path("go"), "").expect("go");
+    await_line(&c.path("A.late"), "attempted");
+    kill(a.pid(), Signal::SIGCONT).expect("SIGCONT baton");
+    let st = a.wait_within(Duration::from_secs(10));
+    assert_eq!(st, Some(69), "thawed baton: {:?}", a.stderr());
+    one_line_saying(&a.stderr(), "lost the hold");
+    await_within(
+        "the frozen job's command to be stopped",
+        Duration::from_secs(5),
+        || !alive(a_cmd),
+    );
+    let log = read_lines(&slog);
+    let tags: Vec<&str> = log.iter().map(|l| l.as_str()).collect();
+    let fence = |l: &str| -> u64 { l.split_whitespace().nth(2).unwrap().parse().unwrap() };
+    assert_eq!(tags.len(), 3, "{log:?}");
+    assert!(tags[0].starts_with("ACCEPTED A1 "), "{log:?}");
+    assert!(tags[1].starts_with("ACCEPTED B "), "{log:?}");
+    assert!(
+        tags[2].starts_with("REJECTED A2 "),
+        "the stale write: {log:?}"
+    );
+    assert!(fence(tags[1]) > fence(tags[0]), "{log:?}");
+    let mut max = 0;
+    for l in &log {
+        if l.starts_with("ACCEPTED") {
+            assert!(fence(l) >= max, "a stale write was accepted: {log:?}");
+            max = fence(l);
+        }
+    }
+}
+
+/// A burst of 30 jobs from 3 hosts; the leader is killed with SIGKILL
+/// mid-burst (and started again later), then another member is frozen
+/// briefly: every job finishes, never two at once.
+#[test]
+fn leader_failure_during_a_burst() {
+    let mut c = cluster!("leader");
+    let (guard, log, fl) = (c.path("guard"), c.path("log"), c.path("fences"));
+    let mut jobs = Vec::new();
+    for i in 0..10 {
+        for h in 0..HOSTS {
+            let tag = format!("h{h}j{i}");
+            let script = guarded(&guard, &log, &fl, &tag, "0.15");
+            let p = ((i * 7 + h) % 3).to_string();
+            jobs.push(c.spawn_sh(h, &tag, &["-q", "-l", "x", "-p", &p], &script));
+        }
+    }
+    let done = |n: usize| read_lines(&fl).len() >= n;
+    await_within("5 jobs done", Duration::from_secs(60), || done(5));
+    let leader = c.leader();
+    c.kill_member(leader);
+    let at_kill = read_lines(&fl).len();
+    await_within("5 more jobs done", Duration::from_secs(60), || {
+        done(at_kill + 5)
+    });
+    c.restart_member(leader);
+    let other = c.leader();
+    let at_stop = read_lines(&fl).len();
+    c.stop_member(other);
+    std::thread::sleep(Duration::from_millis(1500)); // wait-ok: the member stays frozen that long
+    c.cont_member(other);
+    assert!(
+        at_stop < 30,
+        "the faults came too late: {at_kill} and {at_stop} of 30 jobs had run"
+    );
+    assert_all_exit(&mut jobs, 0, Duration::from_secs(90));
+    assert_eq!(read_lines(&log), Vec::<String>::new(), "overlaps");
+    let f = fences(&fl);
+    assert_eq!(f.len(), 30);
+    assert_strictly_increasing(&f);
+    c.assert_idle(0);
+}
+
+/// Jobs with every member's URL (the dead one first, then in the middle)
+/// run as usual: exit 0, nothing on stderr, without delay.
+fn runs_normally_with_urls(c: &crate::harness::Cluster, round: &str, urls: &str, limit: Duration) {
+    for i in 0..4 {
+        let start = Instant::now();
+        let mut j = c.spawn_at(urls, &format!("{round}-seq{i}"), &["-l", "x", "--", "true"]);
+        j.assert_clean_exit(0);
+        assert!(start.elapsed() < limit, "a job took {:?}", start.elapsed());
+    }
+    let log = c.path(&format!("{round}.log"));
+    let mut holder = c.spawn_at(
+        urls,
+        &format!("{round}-holder"),
+        &[
+            "-q",
+            "-l",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo holder >> {}; sleep 0.5", log.display()),
+        ],
+    );
+    await_line(&log, "holder");
+    let mut waiter = c.spawn_at(
+        urls,
+        &format!("{round}-waiter"),
+        &[
+            "-q",
+            "-l",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo waiter >> {}", log.display()),
+        ],
+    );
+    holder.assert_clean_exit(0);
+    waiter.assert_clean_exit(0);
+    assert_eq!(read_lines(&log), ["holder", "waiter"]);
+    let out = c.baton_at(urls, "status").output().expect("status");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn one_member_of_three_down_changes_nothing() {
+    let mut c = cluster!("down");
+    let urls = c.member_urls();
+    let dead = urls.split(',').next().expect("url").to_string();
+    c.kill_member(0);
+    runs_normally_with_urls(&c, "first", &urls, Duration::from_secs(3));
+    let mut rotated: Vec<&str> = urls.split(',').skip(1).collect();
+    rotated.insert(1, &dead);
+    runs_normally_with_urls(&c, "middle", &rotated.join(","), Duration::from_secs(3));
+}
+
+/// A member that hangs (SIGSTOP: connections accepted, never answered),
+/// named first: jobs still run, with nothing on stderr.
+#[test]
+fn one_member_of_three_frozen_changes_nothing() {
+    let c = cluster!("memberstop");
+    c.stop_member(0);
+    runs_normally_with_urls(&c, "frozen", &c.member_urls(), Duration::from_secs(8));
+    c.cont_member(0);
+}
+
+/// No cluster at the URL: one line, exit 69, at once.
+#[test]
+fn unreachable_cluster_at_start_exits_69() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let start = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "run",
+            "--etcd",
+            "http://127.0.0.1:1",
+            "-l",
+            "x",
+            "--",
+            "true",
+        ])
+        .env("BATON_DIR", tmp.path().join("state"))
+        .env("BATON_HISTORY", tmp.path().join("history"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("baton");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with("baton: "), "{err:?}");
+}
+
+/// A waiter killed with SIGKILL blocks the queue no longer than its lease.
+#[test]
+fn sigkilled_waiter_blocks_no_longer_than_its_lease() {
+    let c = cluster!("killwaiter");
+    let log = c.path("log");
+    let holder = c.hold(0, "holder", &["-l", "x"]);
+    let mut dead = c.spawn_sh(
+        1,
+        "dead",
+        &["-q", "-l", "x", "--etcd-ttl", TTL],
+        &format!("echo dead >> {}", log.display()),
+    );
+    c.await_waiters(0, "x", 1);
+    let mut next = c.spawn_sh(
+        2,
+        "next",
+        &["-q", "-l", "x"],
+        &format!("echo \"next $(date +%s.%N)\" >> {}", log.display()),
+    );
+    assert_eq!(c.await_waiters(0, "x", 2), ["dead", "next"]);
+    kill(dead.pid(), Signal::SIGKILL).expect("kill");
+    let killed = now();
+    assert_eq!(dead.wait(), None);
+    holder.release();
+    let (started, _) = event(&log, "next");
+    next.assert_clean_exit(0);
+    assert!(
+        started - killed < TTL_SECS + 1.5,
+        "the next job started {:.1} s after the waiter ahead of it was killed",
+        started - killed
+    );
+    assert_eq!(read_lines(&log).len(), 1, "the killed waiter never ran");
+    c.assert_idle(1);
+}
+
+/// A running baton killed with SIGKILL: its command dies with it (parent
+/// death signal), and the next job starts within the lease.
+#[test]
+fn sigkilled_running_baton_takes_its_command_along() {
+    let c = cluster!("killholder");
+    let log = c.path("log");
+    let holder = c.hold(0, "holder", &["-l", "x", "--etcd-ttl", TTL]);
+    let pid = holder.pid;
+    let mut next = c.spawn_sh(
+        1,
+        "next",
+        &["-q", "-l", "x"],
+        &format!(
+            "kill -0 {pid} 2>/dev/null && [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" != Z ] \
+             && echo OVERLAP >> {l}; echo \"next $(date +%s.%N)\" >> {l}",
+            l = log.display()
+        ),
+    );
+    c.await_waiters(2, "x", 1);
+    kill(holder.job.pid(), Signal::SIGKILL).expect("kill");
+    let killed = now();
+    await_within(
+        "the command to die with its baton",
+        Duration::from_secs(2),
+        || !alive(pid),
+    );
+    let (started, _) = event(&log, "next");
+    next.assert_clean_exit(0);
+    assert!(
+        started - killed < TTL_SECS + 1.5,
+        "the next job started {:.1} s after the holder's baton was killed",
+        started - killed
+    );
+    assert_eq!(
+        read_lines(&log).len(),
+        1,
+        "no overlap: {:?}",
+        read_lines(&log)
+    );
+    c.assert_idle(1);
+}
+
+/// Compaction (and defragmentation) while jobs wait: every waiter runs.
+#[test]
+fn compaction_while_jobs_wait() {
+    let c = cluster!("compact");
+    let log = c.path("log");
+    let holder = c.hold(0, "holder", &["-l", "x"]);
+    let mut waiters = Vec::new();
+    for h in 0..HOSTS {
+        let tag = format!("w{h}");
+        let script = format!("echo {tag} >> {}", log.display());
+        let p = h.to_string();
+        waiters.push(c.spawn_sh(h, &tag, &["-q", "-l", "x", "-p", &p], &script));
+        c.await_waiters(0, "x", h + 1);
+    }
+    for round in 0..2 {
+        // Revisions past the waiters' reads, then compacted away.
+        for k in 0..5 {
+            let out = c.etcdctl(&["put", &format!("junk/{round}/{k}"), "v"]);
+            assert!(out.status.success(), "{out:?}");
+        }
+        let rev = c.revision().to_string();
+        let out = c.etcdctl(&["compact", &rev, "--physical"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = c.etcdctl(&["defrag"]);
+    assert!(out.status.success(), "{out:?}");
+    holder.release();
+    for w in &mut waiters {
+        w.assert_clean_exit(0);
+    }
+    assert_eq!(read_lines(&log), ["w2", "w1", "w0"]);
+    c.assert_idle(0);
+}
