@@ -542,6 +542,16 @@ impl Cluster {
         await_that(&format!("member {i} healthy again"), || healthy(port));
     }
 
+    /// Wait until every member but `down` is healthy (has a leader and
+    /// commits).
+    pub fn await_healthy_but(&self, down: usize) {
+        for (i, m) in self.members.iter().enumerate() {
+            if i != down {
+                await_that(&format!("member {i} healthy"), || healthy(m.client));
+            }
+        }
+    }
+
     pub fn stop_member(&self, i: usize) {
         signal(self.member_pid(i), Signal::SIGSTOP);
     }
