@@ -222,8 +222,8 @@ fn leader_failure_during_a_burst() {
     c.assert_idle(0);
 }
 
-/// Jobs with every member's URL (the dead one first, then in the middle)
-/// run as usual: exit 0, nothing on stderr, without delay.
+/// Jobs on `urls` run as usual: exit 0, nothing on stderr, each within
+/// `limit`; a holder and a waiter run in turn; status answers.
 fn runs_normally_with_urls(c: &crate::harness::Cluster, round: &str, urls: &str, limit: Duration) {
     for i in 0..4 {
         let start = Instant::now();
