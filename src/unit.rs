@@ -113,7 +113,10 @@ fn service(args: &UnitArgs) -> Result<String> {
         if e.ttl != Duration::from_secs(15) {
             words.extend([
                 "--etcd-ttl".into(),
-                humantime::format_duration(e.ttl).to_string().replace(' ', "").into(),
+                humantime::format_duration(e.ttl)
+                    .to_string()
+                    .replace(' ', "")
+                    .into(),
             ]);
         }
     }

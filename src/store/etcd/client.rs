@@ -25,8 +25,15 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-/// The deadline of one request (a Raft round trip is milliseconds).
+/// The deadline of one request (a Raft round trip is milliseconds; an
+/// election takes about a second).
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The deadline of a request in the first pass over the endpoints.
+const FIRST_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// How long a call keeps trying before the cluster counts as unreachable.
+pub(super) const RETRY_BUDGET: Duration = Duration::from_secs(3);
 
 /// What went wrong talking to the cluster.
 #[derive(Debug)]
@@ -147,35 +154,76 @@ impl Client {
         &self.endpoints
     }
 
-    /// POST `body` to `path` on the first endpoint that answers.
+    /// POST `body` to `path` on the first endpoint that answers, trying
+    /// them in turn, again and again with a growing pause, for up to
+    /// [`RETRY_BUDGET`]: a leader election ("leader changed"), a broken
+    /// pooled connection or a member that froze are passing troubles, not
+    /// an unreachable cluster.
     pub(super) fn call(&self, path: &str, body: &Value) -> EtcdResult<Value> {
+        self.call_within(path, body, RETRY_BUDGET)
+    }
+
+    /// As [`Client::call`], retrying for up to `budget` (zero: one pass
+    /// over the endpoints).
+    pub(super) fn call_within(
+        &self,
+        path: &str,
+        body: &Value,
+        budget: Duration,
+    ) -> EtcdResult<Value> {
         let text = body.to_string();
         let n = self.endpoints.len();
-        let first = self.current.load(Ordering::Relaxed) % n;
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
         let mut last = String::new();
-        for i in 0..n {
-            let k = (first + i) % n;
-            match self.call_one(&self.endpoints[k], path, &text) {
-                Ok(v) => {
-                    self.current.store(k, Ordering::Relaxed);
-                    return Ok(v);
+        for pass in 0.. {
+            let first = self.current.load(Ordering::Relaxed) % n;
+            // A healthy member answers in milliseconds: the first pass does
+            // not wait long on a frozen one.
+            let timeout = if pass == 0 {
+                FIRST_TIMEOUT
+            } else {
+                CALL_TIMEOUT
+            };
+            for i in 0..n {
+                let k = (first + i) % n;
+                match self.call_one(&self.endpoints[k], path, &text, timeout) {
+                    Ok(v) => {
+                        self.current.store(k, Ordering::Relaxed);
+                        return Ok(v);
+                    }
+                    Err(CallError::Retry(why)) => {
+                        last = format!("{}: {why}", self.endpoints[k]);
+                        // Start the next call elsewhere.
+                        self.current.store((k + 1) % n, Ordering::Relaxed);
+                    }
+                    Err(CallError::Fatal(why)) => return Err(EtcdError::Refused(why)),
                 }
-                Err(CallError::Retry(why)) => last = format!("{}: {why}", self.endpoints[k]),
-                Err(CallError::Fatal(why)) => return Err(EtcdError::Refused(why)),
             }
+            if start.elapsed() + pause > budget {
+                break;
+            }
+            std::thread::sleep(pause); // wait-ok: backoff between passes over the endpoints
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
         Err(EtcdError::Unreachable(format!(
             "the etcd cluster could not be reached ({last})"
         )))
     }
 
-    fn call_one(&self, endpoint: &str, path: &str, body: &str) -> Result<Value, CallError> {
+    fn call_one(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
         let url = format!("{endpoint}{path}");
         let mut resp = self
             .agent
             .post(&url)
             .config()
-            .timeout_global(Some(CALL_TIMEOUT))
+            .timeout_global(Some(timeout))
             .build()
             .header("content-type", "application/json")
             .send(body)
@@ -225,7 +273,12 @@ impl Client {
     /// Renew lease `id` once: the TTL it now has (0: it is gone) and the
     /// cluster's revision.
     pub(super) fn keepalive(&self, id: i64) -> EtcdResult<(i64, i64)> {
-        let v = self.call("/v3/lease/keepalive", &json!({ "ID": id.to_string() }))?;
+        // One pass: the renewing thread has its own retry, on its deadline.
+        let v = self.call_within(
+            "/v3/lease/keepalive",
+            &json!({ "ID": id.to_string() }),
+            Duration::ZERO,
+        )?;
         Ok((int(&v["TTL"]), int(&v["header"]["revision"])))
     }
 

@@ -229,6 +229,8 @@ pub(crate) struct EtcdJob {
     cut: (i64, Instant),
     /// The other jobs the last decision read, for [`QueuedJob::describe`].
     seen: Vec<(Seq, RecordValue)>,
+    /// The cluster did not answer the last decision: when to try again.
+    retry_at: Option<Instant>,
     wake: Wake,
     run: Option<RunLock>,
     child: Option<i32>,
@@ -320,6 +322,7 @@ impl EtcdJob {
                 fence: 0,
                 cut: (0, Instant::now()),
                 seen: Vec::new(),
+                retry_at: None,
                 wake,
                 run: None,
                 child: None,
@@ -513,6 +516,79 @@ impl EtcdJob {
         })
     }
 
+    /// Read, apply the grant rule, and grant (or arm the watches).
+    fn decide_once(&mut self) -> Result<Attempt> {
+        for _ in 0..1000 {
+            let cut = self.cut()?;
+            self.cut = (cut.revision, Instant::now());
+            self.seen = cut
+                .others
+                .iter()
+                .map(|(e, _, rv)| (e.rank.seq, rv.clone()))
+                .collect();
+            let Some((own_kv, own)) = &cut.own else {
+                self.reenter()?;
+                continue;
+            };
+            // An enqueue retried after a lost answer wrote its records
+            // twice: the first write's revision is the seq.
+            if own_kv.create_revision as Seq != self.seq {
+                self.seq = own_kv.create_revision as Seq;
+                self.rank.seq = self.seq;
+            }
+            if let Some(by) = own.cancel.clone() {
+                return Ok(Attempt::Cancelled(by));
+            }
+            let entries: Vec<Entry> = cut.others.iter().map(|(e, _, _)| *e).collect();
+            let request = queue::Request {
+                rank: self.rank,
+                needs: &self.needs,
+            };
+            match queue::decide(&request, &entries) {
+                Decision::Grant => {
+                    if self.grant(&cut)? {
+                        return Ok(Attempt::Granted);
+                    }
+                }
+                Decision::Blocked(b) => {
+                    let preempting = if self.opts.preempt {
+                        self.preempt(&cut, &entries)?
+                    } else {
+                        Vec::new()
+                    };
+                    for t in b.wait.targets() {
+                        if let Some((_, key, _)) =
+                            cut.others.iter().find(|(e, _, _)| e.rank.seq == *t)
+                        {
+                            self.wake.watch(&self.client, key, cut.revision + 1);
+                        }
+                    }
+                    self.wake
+                        .watch(&self.client, &self.records[0], cut.revision + 1);
+                    let resource = self
+                        .needs
+                        .iter()
+                        .position(|(k, _)| *k == b.key)
+                        .map_or_else(String::new, |i| self.info.resources[i].name.clone());
+                    let holder = b.wait.targets().first().copied().filter(|t| {
+                        cut.others
+                            .iter()
+                            .any(|(e, _, _)| e.rank.seq == *t && e.state == State::Running)
+                    });
+                    return Ok(Attempt::Blocked(Why {
+                        resource,
+                        holder,
+                        ahead: b.ahead,
+                        preempting,
+                    }));
+                }
+            }
+        }
+        Err(Error::Unavailable(
+            "etcd: no decision after 1000 tries".into(),
+        ))
+    }
+
     /// This job's own first record, as the cluster has it now.
     fn own(&self) -> Option<RecordValue> {
         let (kvs, _) = self.client.range_prefix(&self.records[0]).ok()?;
@@ -675,70 +751,29 @@ impl QueuedJob for EtcdJob {
         self.fence
     }
 
+    /// A decision; while the cluster does not answer (for longer than a
+    /// call's retries), the job stays queued, says so once, and tries again
+    /// every half second from the run loop (its `poll` stays responsive to
+    /// signals), until its lease is lost: then 69.
     fn attempt(&mut self) -> Result<Attempt> {
-        for _ in 0..1000 {
-            let cut = self.cut()?;
-            self.cut = (cut.revision, Instant::now());
-            self.seen = cut
-                .others
-                .iter()
-                .map(|(e, _, rv)| (e.rank.seq, rv.clone()))
-                .collect();
-            let Some((_, own)) = &cut.own else {
-                self.reenter()?;
-                continue;
-            };
-            if let Some(by) = own.cancel.clone() {
-                return Ok(Attempt::Cancelled(by));
+        match self.decide_once() {
+            Err(Error::Unavailable(why)) if self.lease.hold() != Hold::Kill => {
+                if self.retry_at.is_none() {
+                    crate::progress::say(&format!("baton: {why}; trying again\n"));
+                }
+                self.retry_at = Some(Instant::now() + Duration::from_millis(500));
+                Ok(Attempt::Blocked(Why {
+                    resource: self.info.resources[0].name.clone(),
+                    holder: None,
+                    ahead: 0,
+                    preempting: Vec::new(),
+                }))
             }
-            let entries: Vec<Entry> = cut.others.iter().map(|(e, _, _)| *e).collect();
-            let request = queue::Request {
-                rank: self.rank,
-                needs: &self.needs,
-            };
-            match queue::decide(&request, &entries) {
-                Decision::Grant => {
-                    if self.grant(&cut)? {
-                        return Ok(Attempt::Granted);
-                    }
-                }
-                Decision::Blocked(b) => {
-                    let preempting = if self.opts.preempt {
-                        self.preempt(&cut, &entries)?
-                    } else {
-                        Vec::new()
-                    };
-                    for t in b.wait.targets() {
-                        if let Some((_, key, _)) =
-                            cut.others.iter().find(|(e, _, _)| e.rank.seq == *t)
-                        {
-                            self.wake.watch(&self.client, key, cut.revision + 1);
-                        }
-                    }
-                    self.wake
-                        .watch(&self.client, &self.records[0], cut.revision + 1);
-                    let resource = self
-                        .needs
-                        .iter()
-                        .position(|(k, _)| *k == b.key)
-                        .map_or_else(String::new, |i| self.info.resources[i].name.clone());
-                    let holder = b.wait.targets().first().copied().filter(|t| {
-                        cut.others
-                            .iter()
-                            .any(|(e, _, _)| e.rank.seq == *t && e.state == State::Running)
-                    });
-                    return Ok(Attempt::Blocked(Why {
-                        resource,
-                        holder,
-                        ahead: b.ahead,
-                        preempting,
-                    }));
-                }
+            other => {
+                self.retry_at = None;
+                other
             }
         }
-        Err(Error::Unavailable(
-            "etcd: no decision after 1000 tries".into(),
-        ))
     }
 
     fn wake_fd(&self) -> BorrowedFd<'_> {
@@ -766,7 +801,8 @@ impl QueuedJob for EtcdJob {
     fn next_deadline(&self) -> Option<Instant> {
         let lease = self.lease.next_change();
         if self.fence == 0 {
-            Some(lease.min(self.cut.1 + self.lease.ttl()))
+            let net = lease.min(self.cut.1 + self.lease.ttl());
+            Some(self.retry_at.map_or(net, |r| net.min(r)))
         } else {
             Some(lease)
         }
@@ -788,6 +824,9 @@ impl QueuedJob for EtcdJob {
             let _ = self.reenter();
             let _ = nix::unistd::write(&*self.wake.w, &[1]);
             return;
+        }
+        if self.retry_at.is_some_and(|r| r <= Instant::now()) {
+            let _ = nix::unistd::write(&*self.wake.w, &[1]);
         }
         if self.cut.1.elapsed() >= self.lease.ttl() {
             if self.lease.revision() > self.cut.0 {
