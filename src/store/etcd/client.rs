@@ -308,14 +308,17 @@ impl Client {
 
     /// Start watching `key` (or, with `prefix`, every key under it) from
     /// `start` on; a thread reads the stream and calls `on_event` once, at
-    /// the first event, cancellation or error (a watch is a hint: the
-    /// caller reads again). The connection closes with the thread.
+    /// the first event (with the events: deleted or not, and the key-value),
+    /// or with none at a cancellation or an error (a watch is a hint: the
+    /// caller reads again). Events that `skip` rejects (this job's own
+    /// writes) are passed over. The connection closes with the thread.
     pub(super) fn watch_once(
         &self,
         key: &[u8],
         prefix: bool,
         start: i64,
-        on_event: impl FnOnce() + Send + 'static,
+        skip: impl Fn(&Kv) -> bool + Send + 'static,
+        on_event: impl FnOnce(Vec<(bool, Kv)>) + Send + 'static,
     ) {
         let mut req = json!({ "key": b64(key), "start_revision": start.to_string() });
         if prefix {
@@ -325,40 +328,54 @@ impl Client {
         let endpoints = self.endpoints.clone();
         let first = self.current.load(Ordering::Relaxed);
         let agent = self.agent.clone();
-        std::thread::spawn(move || {
-            let n = endpoints.len();
-            for i in 0..n {
-                let url = format!("{}/v3/watch", endpoints[(first + i) % n]);
-                let Ok(resp) = agent
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("Grpc-Metadata-hasleader", "true")
-                    .send(body.as_str())
-                else {
-                    continue;
-                };
-                if resp.status().as_u16() != 200 {
-                    continue;
-                }
-                let reader = BufReader::new(resp.into_body().into_reader());
-                for line in reader.lines() {
-                    let Ok(line) = line else { break };
-                    let Ok(v) = serde_json::from_str::<Value>(&line) else {
+        let _ = std::thread::Builder::new()
+            .name("watch".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let n = endpoints.len();
+                let mut got = Vec::new();
+                for i in 0..n {
+                    let url = format!("{}/v3/watch", endpoints[(first + i) % n]);
+                    let Ok(resp) = agent
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("Grpc-Metadata-hasleader", "true")
+                        .send(body.as_str())
+                    else {
                         continue;
                     };
-                    let r = &v["result"];
-                    let created_only = r["created"].as_bool() == Some(true)
-                        && r["events"].as_array().is_none_or(Vec::is_empty)
-                        && r["canceled"].as_bool() != Some(true);
-                    if created_only {
+                    if resp.status().as_u16() != 200 {
                         continue;
                     }
-                    break; // an event, a cancellation, an error: wake
+                    let reader = BufReader::new(resp.into_body().into_reader());
+                    for line in reader.lines() {
+                        let Ok(line) = line else { break };
+                        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                            continue;
+                        };
+                        let r = &v["result"];
+                        if r["canceled"].as_bool() == Some(true) || v.get("error").is_some() {
+                            break;
+                        }
+                        got = r["events"]
+                            .as_array()
+                            .map(|es| {
+                                es.iter()
+                                    .map(|e| {
+                                        (e["type"].as_str() == Some("DELETE"), Kv::of(&e["kv"]))
+                                    })
+                                    .filter(|(deleted, kv)| *deleted || !skip(kv))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        if !got.is_empty() {
+                            break;
+                        }
+                    }
+                    break;
                 }
-                break;
-            }
-            on_event();
-        });
+                on_event(got);
+            });
     }
 
     /// Watch every key under `prefix` for as long as `on_event` returns
@@ -474,6 +491,18 @@ pub(super) fn cmp_rev(key: &[u8], target: &str, rev: i64) -> Value {
         "mod_revision"
     };
     json!({ "key": b64(key), "target": target, "result": "EQUAL", field: rev.to_string() })
+}
+
+/// Nothing under `prefix` was created or modified after `revision`
+/// (deletions are not seen: an empty range compares as a zero record).
+pub(super) fn cmp_unchanged_since(prefix: &[u8], revision: i64) -> Value {
+    json!({
+        "key": b64(prefix),
+        "range_end": b64(&prefix_end(prefix)),
+        "target": "MOD",
+        "result": "LESS",
+        "mod_revision": (revision + 1).to_string(),
+    })
 }
 
 /// The `i`th response of a txn, as a range's kvs.

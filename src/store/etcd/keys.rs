@@ -103,6 +103,13 @@ pub(super) struct RecordValue {
     /// The preemptor's grace, on a `p` record.
     #[serde(default)]
     pub(super) grace_ms: u64,
+    /// How many resources the job has (a finishing holder hands off only
+    /// to a job all of whose records it has read).
+    #[serde(default)]
+    pub(super) n_res: u32,
+    /// It is the waiting run of its name (`--coalesce`, `n/<hash>`).
+    #[serde(default)]
+    pub(super) named: bool,
     /// When it started running (ms since the epoch; 0 while it waits).
     #[serde(default)]
     pub(super) since: u64,
@@ -131,6 +138,8 @@ impl RecordValue {
             preemptible: opts.preemptible && count < crate::queue::MAX_PREEMPTIONS,
             count,
             grace_ms: 0,
+            n_res: info.resources.len() as u32,
+            named: false,
             since: 0,
             cancel: None,
         }

@@ -51,7 +51,8 @@ use nix::fcntl::OFlag;
 use serde_json::Value;
 
 use self::client::{
-    Client, EtcdError, Kv, cmp_rev, int, op_delete, op_put, op_put_keep_lease, op_range, txn_range,
+    Client, EtcdError, Kv, cmp_rev, cmp_unchanged_since, int, op_delete, op_put, op_put_keep_lease,
+    op_range, txn_range,
 };
 use self::keys::{Keys, RecordValue};
 pub(crate) use self::lease::Hold;
@@ -127,6 +128,11 @@ struct Wake {
     w: Arc<OwnedFd>,
     /// Record keys a watch thread is armed on.
     watching: Arc<Mutex<HashSet<Vec<u8>>>>,
+    /// The events the watches saw, for the next decision.
+    events: Arc<Mutex<Vec<(bool, Kv)>>>,
+    /// Revisions of this job's own writes to its records, which its own
+    /// watch passes over (they are not news to it).
+    own_writes: Arc<Mutex<HashSet<i64>>>,
 }
 
 impl Wake {
@@ -137,6 +143,8 @@ impl Wake {
             r,
             w: Arc::new(w),
             watching: Arc::new(Mutex::new(HashSet::new())),
+            events: Arc::new(Mutex::new(Vec::new())),
+            own_writes: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -149,13 +157,34 @@ impl Wake {
         }
         let wake = Arc::clone(&self.w);
         let watching = Arc::clone(&self.watching);
+        let events = Arc::clone(&self.events);
+        let own = Arc::clone(&self.own_writes);
         let k = key.to_vec();
-        client.watch_once(key, false, from, move || {
+        let skip = move |kv: &Kv| own.lock().is_ok_and(|o| o.contains(&kv.mod_revision));
+        client.watch_once(key, false, from, skip, move |got| {
             if let Ok(mut w) = watching.lock() {
                 w.remove(&k);
             }
+            if let Ok(mut e) = events.lock() {
+                e.extend(got);
+            }
             let _ = nix::unistd::write(&*wake, &[1]);
         });
+    }
+
+    /// Note a write of this job's own records at `revision`.
+    fn own_write(&self, revision: i64) {
+        if let Ok(mut o) = self.own_writes.lock() {
+            o.insert(revision);
+        }
+    }
+
+    /// The events seen since the last call.
+    fn take_events(&self) -> Vec<(bool, Kv)> {
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
     }
 
     fn drain(&self) {
@@ -231,6 +260,8 @@ pub(crate) struct EtcdJob {
     seen: Vec<(Seq, RecordValue)>,
     /// The cluster did not answer the last decision: when to try again.
     retry_at: Option<Instant>,
+    /// The queues of its resources as its own grant left them.
+    after_grant: Option<Cut>,
     wake: Wake,
     run: Option<RunLock>,
     child: Option<i32>,
@@ -263,7 +294,11 @@ impl EtcdJob {
                 .iter()
                 .map(|r| store.keys.record(&r.name, lease.id))
                 .collect();
-            let value = |r: &Resource| RecordValue::waiting(&info, r, opts, 0);
+            let value = |r: &Resource| {
+                let mut rv = RecordValue::waiting(&info, r, opts, 0);
+                rv.named = opts.coalesce;
+                rv
+            };
             let mut puts: Vec<Value> = info
                 .resources
                 .iter()
@@ -323,6 +358,7 @@ impl EtcdJob {
                 cut: (0, Instant::now()),
                 seen: Vec::new(),
                 retry_at: None,
+                after_grant: None,
                 wake,
                 run: None,
                 child: None,
@@ -332,8 +368,9 @@ impl EtcdJob {
         }
     }
 
-    /// One consistent read of this job's resources.
-    fn cut(&self) -> Result<Cut> {
+    /// The reads of a decision: every record of the job's resources, their
+    /// guards, and its own first record.
+    fn cut_ops(&self) -> Vec<Value> {
         let mut ops: Vec<Value> = self
             .info
             .resources
@@ -347,12 +384,22 @@ impl EtcdJob {
                 .map(|r| op_range(&self.keys.guard(&r.name), false)),
         );
         ops.push(op_range(&self.records[0], false));
-        let v = self.client.txn(Vec::new(), ops, Vec::new())?;
+        ops
+    }
+
+    /// One consistent read of this job's resources.
+    fn cut(&self) -> Result<Cut> {
+        let v = self.client.txn(Vec::new(), self.cut_ops(), Vec::new())?;
+        Ok(self.parse_cut(&v, 0))
+    }
+
+    /// The cut in the responses of txn `v`, from response `at` on.
+    fn parse_cut(&self, v: &Value, at: usize) -> Cut {
         let n = self.info.resources.len();
         let mut others = Vec::new();
         for (i, r) in self.info.resources.iter().enumerate() {
             let key = crate::store::local::key_of(&r.name);
-            for kv in txn_range(&v, i) {
+            for kv in txn_range(v, at + i) {
                 if kv.lease == self.lease.id {
                     continue;
                 }
@@ -366,18 +413,112 @@ impl EtcdJob {
             }
         }
         let guards = (0..n)
-            .map(|i| txn_range(&v, n + i).first().map_or(0, |kv| kv.mod_revision))
+            .map(|i| {
+                txn_range(v, at + n + i)
+                    .first()
+                    .map_or(0, |kv| kv.mod_revision)
+            })
             .collect();
-        let own = txn_range(&v, 2 * n)
+        let own = txn_range(v, at + 2 * n)
             .into_iter()
             .next()
             .and_then(|kv| RecordValue::decode(&kv.value).map(|rv| (kv, rv)));
-        Ok(Cut {
+        Cut {
             revision: int(&v["header"]["revision"]),
             others,
             guards,
             own,
-        })
+        }
+    }
+
+    /// Granted, by its own transaction or by a finishing holder's hand-off,
+    /// at `revision`: from now on a change of its own record (a
+    /// preemption mark, a cancel, its deletion) wakes it.
+    fn granted_at(&mut self, revision: i64) {
+        self.named = false;
+        self.fence = revision as u64;
+        let _ = self.wake.take_events();
+        self.wake
+            .watch(&self.client, &self.records[0], revision + 1);
+    }
+
+    /// A holder that ends grants the waiters next in line itself, in the
+    /// transaction that deletes its records, so that a successor starts on
+    /// its watch's event without another round trip. Only if nothing in
+    /// its resources' queues changed since its own grant (`cut`, read in
+    /// that transaction), and only waiters all of whose resources are among
+    /// its own (it read their whole view), each decided by the same rule
+    /// in rank order, as each would decide for itself. Anything else: the
+    /// waiters decide themselves when its records vanish.
+    fn hand_off(&self, cut: &Cut) -> bool {
+        let mut entries: Vec<Entry> = cut.others.iter().map(|(e, _, _)| *e).collect();
+        let mut waiting: Vec<Rank> = entries
+            .iter()
+            .filter(|e| e.state == State::Waiting)
+            .map(|e| e.rank)
+            .collect();
+        waiting.sort_unstable();
+        waiting.dedup();
+        let mut ops: Vec<Value> = self.records.iter().map(|k| op_delete(k)).collect();
+        let mut granted = false;
+        let now = crate::job::now_ms();
+        for rank in waiting {
+            let recs: Vec<&(Entry, Vec<u8>, RecordValue)> = cut
+                .others
+                .iter()
+                .filter(|(e, _, _)| e.rank.seq == rank.seq)
+                .collect();
+            let first = &recs[0].2;
+            if first.n_res == 0 || recs.len() != first.n_res as usize {
+                continue;
+            }
+            let needs: Vec<(Key, Mode)> = recs.iter().map(|(e, _, _)| (e.key, e.mode)).collect();
+            let view: Vec<Entry> = entries
+                .iter()
+                .filter(|e| e.rank.seq != rank.seq && needs.iter().any(|(k, _)| *k == e.key))
+                .copied()
+                .collect();
+            let request = queue::Request {
+                rank,
+                needs: &needs,
+            };
+            if queue::decide(&request, &view) != Decision::Grant {
+                continue;
+            }
+            for e in entries.iter_mut().filter(|e| e.rank.seq == rank.seq) {
+                e.state = State::Running;
+            }
+            for (_, key, rv) in &recs {
+                let mut g = rv.clone();
+                g.state = 'r';
+                g.since = now;
+                g.named = false;
+                ops.push(op_put_keep_lease(key, &g.encode()));
+            }
+            if first.named {
+                ops.push(op_delete(&self.keys.name(&first.name)));
+            }
+            granted = true;
+        }
+        if !granted {
+            return false;
+        }
+        let mut compare: Vec<Value> = Vec::new();
+        for (r, m) in self.info.resources.iter().zip(&cut.guards) {
+            compare.push(cmp_rev(&self.keys.guard(&r.name), "MOD", *m));
+            compare.push(cmp_unchanged_since(
+                &self.keys.resource(&r.name),
+                cut.revision,
+            ));
+            ops.push(op_put(
+                &self.keys.guard(&r.name),
+                &self.lease.id.to_le_bytes(),
+                0,
+            ));
+        }
+        self.client
+            .txn(compare, ops, Vec::new())
+            .is_ok_and(|v| v["succeeded"].as_bool() == Some(true))
     }
 
     /// The job's lease lapsed while it waited: its records are gone. Join
@@ -443,16 +584,17 @@ impl EtcdJob {
         if self.named {
             puts.push(op_delete(&self.keys.name(&self.info.name)));
         }
+        // The queues as this grant leaves them, for the hand-off at the end.
+        let at = puts.len();
+        puts.extend(self.cut_ops());
         let v = self.client.txn(compare, puts, Vec::new())?;
         if v["succeeded"].as_bool() != Some(true) {
             return Ok(false);
         }
-        self.named = false;
         let rev = int(&v["header"]["revision"]);
-        self.fence = rev as u64;
-        // From now on, a change of its own record (a preemption mark, a
-        // cancel, its deletion) wakes it.
-        self.wake.watch(&self.client, &self.records[0], rev + 1);
+        self.wake.own_write(rev);
+        self.after_grant = Some(self.parse_cut(&v, at));
+        self.granted_at(rev);
         Ok(true)
     }
 
@@ -518,6 +660,20 @@ impl EtcdJob {
 
     /// Read, apply the grant rule, and grant (or arm the watches).
     fn decide_once(&mut self) -> Result<Attempt> {
+        // The event of a hand-off on its own record: granted, no read.
+        let events = self.wake.take_events();
+        if let Some((_, kv)) = events
+            .iter()
+            .rev()
+            .find(|(deleted, kv)| !deleted && kv.key == self.records[0])
+            && kv.lease == self.lease.id
+            && RecordValue::decode(&kv.value)
+                .is_some_and(|rv| rv.state == 'r' && rv.cancel.is_none())
+        {
+            self.after_grant = None;
+            self.granted_at(kv.mod_revision);
+            return Ok(Attempt::Granted);
+        }
         for _ in 0..1000 {
             let cut = self.cut()?;
             self.cut = (cut.revision, Instant::now());
@@ -530,6 +686,13 @@ impl EtcdJob {
                 self.reenter()?;
                 continue;
             };
+            // A finishing holder granted it (a hand-off).
+            if own.state != 'w' && own_kv.lease == self.lease.id {
+                let rev = own_kv.mod_revision;
+                self.after_grant = None;
+                self.granted_at(rev);
+                return Ok(Attempt::Granted);
+            }
             // An enqueue retried after a lost answer wrote its records
             // twice: the first write's revision is the seq.
             if own_kv.create_revision as Seq != self.seq {
@@ -925,6 +1088,8 @@ impl QueuedJob for EtcdJob {
     }
 
     fn requeue(&mut self) -> Result<u8> {
+        self.after_grant = None;
+        let _ = self.wake.take_events();
         self.preemptions = self.preemptions.saturating_add(1);
         self.run = None;
         self.child = None;
@@ -959,10 +1124,14 @@ impl QueuedJob for EtcdJob {
     }
 
     fn finish(self, status: i32) -> u32 {
-        let joiners = self
-            .client
-            .range_prefix(&self.keys.joiners(self.lease.id))
-            .map_or(0, |(kvs, _)| kvs.len() as u32);
+        // Only a --coalesce job can have been joined.
+        let joiners = if self.opts.coalesce {
+            self.client
+                .range_prefix(&self.keys.joiners(self.lease.id))
+                .map_or(0, |(kvs, _)| kvs.len() as u32)
+        } else {
+            0
+        };
         if joiners > 0
             && let Ok((x, _)) = self.client.grant(60)
         {
@@ -975,6 +1144,9 @@ impl QueuedJob for EtcdJob {
                 )],
                 Vec::new(),
             );
+        }
+        if let Some(cut) = &self.after_grant {
+            self.hand_off(cut);
         }
         let _ = self.client.revoke(self.lease.id);
         joiners
