@@ -130,9 +130,10 @@ struct Wake {
     watching: Arc<Mutex<HashSet<Vec<u8>>>>,
     /// The events the watches saw, for the next decision.
     events: Arc<Mutex<Vec<(bool, Kv)>>>,
-    /// Revisions of this job's own writes to its records, which its own
-    /// watch passes over (they are not news to it).
-    own_writes: Arc<Mutex<HashSet<i64>>>,
+    /// The values this job wrote to its own records, which its own watch
+    /// passes over (they are not news to it; known before the write, so
+    /// an event that comes before the write's answer is passed over too).
+    own_writes: Arc<Mutex<HashSet<Vec<u8>>>>,
 }
 
 impl Wake {
@@ -160,7 +161,7 @@ impl Wake {
         let events = Arc::clone(&self.events);
         let own = Arc::clone(&self.own_writes);
         let k = key.to_vec();
-        let skip = move |kv: &Kv| own.lock().is_ok_and(|o| o.contains(&kv.mod_revision));
+        let skip = move |kv: &Kv| own.lock().is_ok_and(|o| o.contains(&kv.value));
         client.watch_once(key, false, from, skip, move |got| {
             if let Ok(mut w) = watching.lock() {
                 w.remove(&k);
@@ -172,10 +173,10 @@ impl Wake {
         });
     }
 
-    /// Note a write of this job's own records at `revision`.
-    fn own_write(&self, revision: i64) {
+    /// Note a value this job is about to write to its own records.
+    fn own_write(&self, value: &[u8]) {
         if let Ok(mut o) = self.own_writes.lock() {
-            o.insert(revision);
+            o.insert(value.to_vec());
         }
     }
 
@@ -450,7 +451,7 @@ impl EtcdJob {
     /// its own (it read their whole view), each decided by the same rule
     /// in rank order, as each would decide for itself. Anything else: the
     /// waiters decide themselves when its records vanish.
-    fn hand_off(&self, cut: &Cut) -> bool {
+    fn hand_off_plan(&self, cut: &Cut) -> Option<(Vec<Value>, Vec<Value>)> {
         let mut entries: Vec<Entry> = cut.others.iter().map(|(e, _, _)| *e).collect();
         let mut waiting: Vec<Rank> = entries
             .iter()
@@ -501,24 +502,45 @@ impl EtcdJob {
             granted = true;
         }
         if !granted {
-            return false;
+            return None;
         }
         let mut compare: Vec<Value> = Vec::new();
         for (r, m) in self.info.resources.iter().zip(&cut.guards) {
             compare.push(cmp_rev(&self.keys.guard(&r.name), "MOD", *m));
-            compare.push(cmp_unchanged_since(
-                &self.keys.resource(&r.name),
-                cut.revision,
-            ));
-            ops.push(op_put(
-                &self.keys.guard(&r.name),
-                &self.lease.id.to_le_bytes(),
-                0,
-            ));
+            compare.push(cmp_unchanged_since(&self.keys.resource(&r.name), cut.revision));
+            ops.push(op_put(&self.keys.guard(&r.name), &self.lease.id.to_le_bytes(), 0));
         }
-        self.client
-            .txn(compare, ops, Vec::new())
-            .is_ok_and(|v| v["succeeded"].as_bool() == Some(true))
+        Some((compare, ops))
+    }
+
+    /// Hand off (see [`EtcdJob::hand_off_plan`]) from the queues as its
+    /// grant left them; if they changed since, the failed transaction
+    /// reads them afresh and the hand-off is planned again, once.
+    fn hand_off(&self, first: &Cut) -> bool {
+        let mut cut = None;
+        for _ in 0..2 {
+            let plan = match self.hand_off_plan(cut.as_ref().unwrap_or(first)) {
+                Some(p) => p,
+                // Nobody waited at its grant: whoever came since is read.
+                None if cut.is_none() => match self.cut() {
+                    Ok(c) => {
+                        cut = Some(c);
+                        continue;
+                    }
+                    Err(_) => return false,
+                },
+                None => return false,
+            };
+            let (compare, ops) = plan;
+            let Ok(v) = self.client.txn(compare, ops, self.cut_ops()) else {
+                return false;
+            };
+            if v["succeeded"].as_bool() == Some(true) {
+                return true;
+            }
+            cut = Some(self.parse_cut(&v, 0));
+        }
+        false
     }
 
     /// The job's lease lapsed while it waited: its records are gone. Join
@@ -572,7 +594,9 @@ impl EtcdJob {
                 let mut rv = RecordValue::waiting(&self.info, r, self.opts, self.preemptions);
                 rv.state = 'r';
                 rv.since = crate::job::now_ms();
-                op_put(k, &rv.encode(), self.lease.id)
+                let value = rv.encode();
+                self.wake.own_write(&value);
+                op_put(k, &value, self.lease.id)
             })
             .collect();
         puts.extend(
@@ -592,7 +616,6 @@ impl EtcdJob {
             return Ok(false);
         }
         let rev = int(&v["header"]["revision"]);
-        self.wake.own_write(rev);
         self.after_grant = Some(self.parse_cut(&v, at));
         self.granted_at(rev);
         Ok(true)
