@@ -507,8 +507,15 @@ impl EtcdJob {
         let mut compare: Vec<Value> = Vec::new();
         for (r, m) in self.info.resources.iter().zip(&cut.guards) {
             compare.push(cmp_rev(&self.keys.guard(&r.name), "MOD", *m));
-            compare.push(cmp_unchanged_since(&self.keys.resource(&r.name), cut.revision));
-            ops.push(op_put(&self.keys.guard(&r.name), &self.lease.id.to_le_bytes(), 0));
+            compare.push(cmp_unchanged_since(
+                &self.keys.resource(&r.name),
+                cut.revision,
+            ));
+            ops.push(op_put(
+                &self.keys.guard(&r.name),
+                &self.lease.id.to_le_bytes(),
+                0,
+            ));
         }
         Some((compare, ops))
     }
