@@ -132,6 +132,9 @@ pub(crate) struct Record {
     pub(crate) job: String,
     pub(crate) resources: Vec<Resource>,
     pub(crate) priority: i64,
+    /// The user's name (left empty by a writer that could not have it
+    /// cheaply; readers fill it in from `uid`).
+    #[serde(default)]
     pub(crate) user: String,
     pub(crate) uid: u32,
     pub(crate) host: String,
@@ -170,7 +173,7 @@ impl Record {
             job: info.name.clone(),
             resources: info.resources.clone(),
             priority: info.priority,
-            user: own_user_name(info.uid),
+            user: cheap_user_name(info.uid).unwrap_or_default(),
             uid: info.uid,
             host: host_name(),
             pid: info.pid,
@@ -196,6 +199,9 @@ impl Record {
     pub(crate) fn lost(id: Seq, info: &JobInfo) -> Record {
         let now = Stamp(crate::job::now_ms());
         let mut r = Record::of(id, info, now, Outcome::Lost);
+        if r.user.is_empty() {
+            r.user = user_name(info.uid);
+        }
         r.preemptions = u32::from(info.preempted.unwrap_or(0));
         r.joined = info.joined.unwrap_or(0);
         if let Some(s) = info.started_ms {
@@ -219,21 +225,35 @@ pub(crate) fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// The name of `uid`, taken from `$USER` (or `$LOGNAME`) when `uid` is
-/// this process's own (the record is the user's own, in the user's own
-/// file), else looked up: a lookup reads `/etc/passwd` (or NSS), which
-/// costs more than the rest of the record.
-fn own_user_name(uid: u32) -> String {
-    if uid == nix::unistd::geteuid().as_raw() {
-        for var in ["USER", "LOGNAME"] {
-            if let Ok(name) = std::env::var(var)
-                && !name.is_empty()
-            {
-                return name;
-            }
-        }
+/// The name of `uid` if it costs nothing: `$USER` (or `$LOGNAME`) when
+/// `uid` is this process's own (the record is the user's own, in the
+/// user's own file). Otherwise the record is written without it and
+/// `baton history` looks it up when it reads the record: a lookup reads
+/// `/etc/passwd` (or NSS), which costs more than the rest of the record,
+/// and is done once per uid by the reader instead of once per job.
+fn cheap_user_name(uid: u32) -> Option<String> {
+    if uid != nix::unistd::geteuid().as_raw() {
+        return None;
     }
-    user_name(uid)
+    ["USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok().filter(|n| !n.is_empty()))
+}
+
+/// Fill in the user names that writers left out, one lookup per uid.
+pub(crate) fn fill_users(records: &mut [Record]) {
+    let mut known: Vec<(u32, String)> = Vec::new();
+    for r in records.iter_mut().filter(|r| r.user.is_empty()) {
+        let name = match known.iter().find(|(u, _)| *u == r.uid) {
+            Some((_, n)) => n.clone(),
+            None => {
+                let n = user_name(r.uid);
+                known.push((r.uid, n.clone()));
+                n
+            }
+        };
+        r.user = name;
+    }
 }
 
 pub(crate) fn user_name(uid: u32) -> String {

@@ -25,7 +25,8 @@ pub(crate) fn history(format: Format, filter: &Filter) -> Result<u8> {
         crate::progress::say("baton: the history is turned off (BATON_HISTORY is empty)\n");
         return Ok(0);
     };
-    let records = load(&path, filter).map_err(|e| Error::io("reading", &path, e))?;
+    let mut records = load(&path, filter).map_err(|e| Error::io("reading", &path, e))?;
+    super::fill_users(&mut records);
     let text = match format {
         Format::Table => table(&records),
         Format::Json => {
