@@ -263,6 +263,8 @@ pub(crate) struct EtcdJob {
     retry_at: Option<Instant>,
     /// The queues of its resources as its own grant left them.
     after_grant: Option<Cut>,
+    /// Its own record as last read or written, until the next wake-up.
+    own_cache: std::cell::RefCell<Option<RecordValue>>,
     wake: Wake,
     run: Option<RunLock>,
     child: Option<i32>,
@@ -360,6 +362,7 @@ impl EtcdJob {
                 seen: Vec::new(),
                 retry_at: None,
                 after_grant: None,
+                own_cache: std::cell::RefCell::new(None),
                 wake,
                 run: None,
                 child: None,
@@ -435,7 +438,8 @@ impl EtcdJob {
     /// Granted, by its own transaction or by a finishing holder's hand-off,
     /// at `revision`: from now on a change of its own record (a
     /// preemption mark, a cancel, its deletion) wakes it.
-    fn granted_at(&mut self, revision: i64) {
+    fn granted_at(&mut self, revision: i64, own: Option<RecordValue>) {
+        *self.own_cache.borrow_mut() = own;
         self.named = false;
         self.fence = revision as u64;
         let _ = self.wake.take_events();
@@ -623,8 +627,10 @@ impl EtcdJob {
             return Ok(false);
         }
         let rev = int(&v["header"]["revision"]);
-        self.after_grant = Some(self.parse_cut(&v, at));
-        self.granted_at(rev);
+        let cut = self.parse_cut(&v, at);
+        let own = cut.own.as_ref().map(|(_, rv)| rv.clone());
+        self.after_grant = Some(cut);
+        self.granted_at(rev, own);
         Ok(true)
     }
 
@@ -697,11 +703,10 @@ impl EtcdJob {
             .rev()
             .find(|(deleted, kv)| !deleted && kv.key == self.records[0])
             && kv.lease == self.lease.id
-            && RecordValue::decode(&kv.value)
-                .is_some_and(|rv| rv.state == 'r' && rv.cancel.is_none())
+            && let Some(rv) = RecordValue::decode(&kv.value).filter(|rv| rv.state == 'r')
         {
             self.after_grant = None;
-            self.granted_at(kv.mod_revision);
+            self.granted_at(kv.mod_revision, Some(rv));
             return Ok(Attempt::Granted);
         }
         for _ in 0..1000 {
@@ -719,8 +724,9 @@ impl EtcdJob {
             // A finishing holder granted it (a hand-off).
             if own.state != 'w' && own_kv.lease == self.lease.id {
                 let rev = own_kv.mod_revision;
+                let rv = own.clone();
                 self.after_grant = None;
-                self.granted_at(rev);
+                self.granted_at(rev, Some(rv));
                 return Ok(Attempt::Granted);
             }
             // An enqueue retried after a lost answer wrote its records
@@ -783,11 +789,20 @@ impl EtcdJob {
     }
 
     /// This job's own first record, as the cluster has it now.
+    /// What it knew of its own record since the last wake-up is still
+    /// true: any change of it comes as an event on its own watch, which
+    /// clears the cache (`on_wake`).
     fn own(&self) -> Option<RecordValue> {
+        if let Some(rv) = self.own_cache.borrow().as_ref() {
+            return Some(rv.clone());
+        }
         let (kvs, _) = self.client.range_prefix(&self.records[0]).ok()?;
-        kvs.into_iter()
+        let rv = kvs
+            .into_iter()
             .find(|kv| kv.key == self.records[0])
-            .and_then(|kv| RecordValue::decode(&kv.value))
+            .and_then(|kv| RecordValue::decode(&kv.value))?;
+        *self.own_cache.borrow_mut() = Some(rv.clone());
+        Some(rv)
     }
 }
 
@@ -978,6 +993,7 @@ impl QueuedJob for EtcdJob {
     /// revision of a fresh read, so nothing after it is missed.
     fn on_wake(&mut self) {
         self.wake.drain();
+        *self.own_cache.borrow_mut() = None;
         if self.fence != 0
             && let Ok((kvs, rev)) = self.client.range_prefix(&self.records[0])
         {
@@ -1119,6 +1135,7 @@ impl QueuedJob for EtcdJob {
 
     fn requeue(&mut self) -> Result<u8> {
         self.after_grant = None;
+        *self.own_cache.borrow_mut() = None;
         let _ = self.wake.take_events();
         self.preemptions = self.preemptions.saturating_add(1);
         self.run = None;
