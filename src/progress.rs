@@ -192,6 +192,25 @@ impl Progress {
     }
 }
 
+/// Rows as left-aligned columns two spaces apart (the tables of
+/// `status` and `history`), each line without trailing blanks.
+pub(crate) fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out += cells.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
 /// Write a whole message in one `write(2)`, so that the lines of many
 /// batons sharing one stderr (a journal, a cron mail) never interleave.
 pub(crate) fn say(text: &str) {

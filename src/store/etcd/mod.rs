@@ -508,19 +508,14 @@ impl EtcdJob {
         if !granted {
             return None;
         }
-        let mut compare: Vec<Value> = Vec::new();
-        for (r, m) in self.info.resources.iter().zip(&cut.guards) {
-            compare.push(cmp_rev(&self.keys.guard(&r.name), "MOD", *m));
-            compare.push(cmp_unchanged_since(
-                &self.keys.resource(&r.name),
-                cut.revision,
-            ));
-            ops.push(op_put(
-                &self.keys.guard(&r.name),
-                &self.lease.id.to_le_bytes(),
-                0,
-            ));
-        }
+        let mut compare = self.guards_unchanged(cut);
+        compare.extend(
+            self.info
+                .resources
+                .iter()
+                .map(|r| cmp_unchanged_since(&self.keys.resource(&r.name), cut.revision)),
+        );
+        ops.extend(self.guard_puts());
         Some((compare, ops))
     }
 
@@ -583,14 +578,27 @@ impl EtcdJob {
         }
     }
 
-    fn grant(&mut self, cut: &Cut) -> Result<bool> {
-        let mut compare: Vec<Value> = self
-            .info
+    /// Compares: every guard of its resources as `cut` read it (a grant or
+    /// a mark in between makes the transaction fail).
+    fn guards_unchanged(&self, cut: &Cut) -> Vec<Value> {
+        self.info
             .resources
             .iter()
             .zip(&cut.guards)
             .map(|(r, m)| cmp_rev(&self.keys.guard(&r.name), "MOD", *m))
-            .collect();
+            .collect()
+    }
+
+    /// Puts: every guard of its resources, rewritten.
+    fn guard_puts(&self) -> impl Iterator<Item = Value> + '_ {
+        self.info
+            .resources
+            .iter()
+            .map(|r| op_put(&self.keys.guard(&r.name), &self.lease.id.to_le_bytes(), 0))
+    }
+
+    fn grant(&mut self, cut: &Cut) -> Result<bool> {
+        let mut compare: Vec<Value> = self.guards_unchanged(cut);
         compare.extend(
             self.records
                 .iter()
@@ -610,12 +618,7 @@ impl EtcdJob {
                 op_put(k, &value, self.lease.id)
             })
             .collect();
-        puts.extend(
-            self.info
-                .resources
-                .iter()
-                .map(|r| op_put(&self.keys.guard(&r.name), &self.lease.id.to_le_bytes(), 0)),
-        );
+        puts.extend(self.guard_puts());
         if self.named {
             puts.push(op_delete(&self.keys.name(&self.info.name)));
         }
@@ -673,19 +676,8 @@ impl EtcdJob {
         if puts.is_empty() {
             return Ok(Vec::new());
         }
-        let compare: Vec<Value> = self
-            .info
-            .resources
-            .iter()
-            .zip(&cut.guards)
-            .map(|(r, m)| cmp_rev(&self.keys.guard(&r.name), "MOD", *m))
-            .collect();
-        puts.extend(
-            self.info
-                .resources
-                .iter()
-                .map(|r| op_put(&self.keys.guard(&r.name), &self.lease.id.to_le_bytes(), 0)),
-        );
+        let compare: Vec<Value> = self.guards_unchanged(cut);
+        puts.extend(self.guard_puts());
         let v = self.client.txn(compare, puts, Vec::new())?;
         Ok(if v["succeeded"].as_bool() == Some(true) {
             names
