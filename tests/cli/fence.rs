@@ -12,6 +12,17 @@ fn environ(pid: nix::unistd::Pid) -> Vec<String> {
         .collect()
 }
 
+/// `name` in the environment of `pid`, waiting (bounded) while it cannot
+/// be read: during the command's own `exec` its environ reads empty.
+fn env_of(pid: nix::unistd::Pid, name: &str) -> String {
+    let mut got = None;
+    await_that(&format!("{name} of {pid}"), || {
+        got = var(&environ(pid), name);
+        got.is_some()
+    });
+    got.unwrap_or_default()
+}
+
 fn var(env: &[String], name: &str) -> Option<String> {
     env.iter()
         .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(String::from))
@@ -74,8 +85,8 @@ fn every_later_grant_of_a_resource_has_a_greater_token() {
     // Shared holders granted together still get tokens of their own.
     let a = w.hold("s1", &["-s", "z"]);
     let b = w.hold("s2", &["-s", "z"]);
-    let fa = var(&environ(a.pid), "BATON_FENCE").unwrap();
-    let fb = var(&environ(b.pid), "BATON_FENCE").unwrap();
+    let fa = env_of(a.pid, "BATON_FENCE");
+    let fb = env_of(b.pid, "BATON_FENCE");
     assert!(fa.parse::<u64>().unwrap() < fb.parse::<u64>().unwrap());
     assert!(fences.last().unwrap() < &fa.parse::<u64>().unwrap());
 }
