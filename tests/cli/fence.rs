@@ -35,6 +35,7 @@ fn the_command_is_told_its_job_id_resources_and_token() {
         "job",
         &["-l", "a", "-s", "b", "--slots", "c=2", "-l", "~/Mail dir"],
     );
+    env_of(h.pid, "BATON_FENCE");
     let env = environ(h.pid);
     let st = w.status();
     let id = st["resources"][0]["holders"][0]["id"].as_u64().unwrap();
