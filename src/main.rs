@@ -9,6 +9,8 @@ mod alloc;
 mod cancel;
 mod cli;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod history;
 mod job;
 mod progress;

@@ -331,7 +331,7 @@ impl StateDir {
 
 /// A name baton makes in a state directory: `lock`, `j.<seq>`, `s.<k>`,
 /// `q.<key>`.
-fn is_baton_name(name: &str) -> bool {
+pub(super) fn is_baton_name(name: &str) -> bool {
     let number = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
     name == "lock"
         || name.strip_prefix("j.").is_some_and(number)

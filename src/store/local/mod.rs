@@ -46,6 +46,8 @@ mod cancel;
 mod decide;
 mod dir;
 mod enqueue;
+#[cfg(test)]
+mod fuzz;
 mod jobfile;
 pub(in crate::store) mod ofd;
 mod preempt;

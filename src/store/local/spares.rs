@@ -87,7 +87,7 @@ pub(super) fn spare_name(k: usize) -> String {
 
 impl Locked<'_> {
     /// The bitmap as kept in `lock` (missing bytes read as zero).
-    fn spares(&self) -> Spares {
+    pub(super) fn spares(&self) -> Spares {
         let mut buf = [0u8; SPARES / 8];
         read_at(self.dir().lock_file(), &mut buf, BITMAP_AT);
         let mut bits = Spares::default();
