@@ -37,6 +37,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::job::{JobInfo, Resource, Seq};
 
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod read;
 pub(crate) mod show;
 pub(crate) mod svg;

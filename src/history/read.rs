@@ -72,6 +72,9 @@ fn newest_first(file: &File, filter: &Filter, found: &mut Vec<Record>) -> std::i
     let mut end = file.metadata()?.len();
     // The bytes of the line being assembled, from `end` on.
     let mut tail: Vec<u8> = Vec::new();
+    // The line being assembled is longer than MAX_LINE: it is skipped
+    // whole, up to its first byte (no piece of it is read as a line).
+    let mut overlong = false;
     let mut block = vec![0u8; BLOCK];
     let mut more = true;
     // A record that names none of the NAMEs (as JSON strings) is skipped
@@ -113,7 +116,10 @@ fn newest_first(file: &File, filter: &Filter, found: &mut Vec<Record>) -> std::i
         let mut rest: &[u8] = buf;
         while let Some(i) = rest.iter().rposition(|b| *b == b'\n') {
             let piece = &rest[i + 1..];
-            if tail.is_empty() {
+            if overlong || tail.len() + piece.len() > MAX_LINE {
+                overlong = false;
+                tail.clear();
+            } else if tail.is_empty() {
                 more = take(piece, found);
             } else {
                 let mut line = piece.to_vec();
@@ -127,16 +133,18 @@ fn newest_first(file: &File, filter: &Filter, found: &mut Vec<Record>) -> std::i
             }
         }
         if more {
-            let mut line = rest.to_vec();
-            line.extend_from_slice(&tail);
-            tail = line;
-            if tail.len() > MAX_LINE {
+            if overlong || tail.len() + rest.len() > MAX_LINE {
+                overlong = true;
                 tail.clear();
+            } else {
+                let mut line = rest.to_vec();
+                line.extend_from_slice(&tail);
+                tail = line;
             }
         }
         end = start;
     }
-    if more && !tail.is_empty() {
+    if more && !overlong && !tail.is_empty() {
         more = take(&tail, found);
     }
     Ok(more)
