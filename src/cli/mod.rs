@@ -23,6 +23,9 @@ use crate::run::RunArgs;
 // completion never drift.
 include!("args.rs");
 
+#[cfg(test)]
+mod fuzz;
+
 impl Common {
     /// `--dir` / `$BATON_DIR` as given (an empty one counts as not given).
     fn given_dir(&self) -> Option<PathBuf> {
@@ -124,9 +127,9 @@ impl HistoryCli {
 /// `--since`: a duration back from now (`2h`), or an RFC 3339 time.
 fn parse_since(s: &str) -> Result<Stamp> {
     if let Ok(d) = parse_duration(s) {
-        return Ok(Stamp(
-            crate::job::now_ms().saturating_sub(d.as_millis() as u64),
-        ));
+        // Past 2^64 ms a cast would wrap (to a recent time): since ever.
+        let back = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        return Ok(Stamp(crate::job::now_ms().saturating_sub(back)));
     }
     Stamp::parse(s).ok_or_else(|| {
         Error::Usage(format!(
