@@ -67,6 +67,8 @@ use crate::job::{Canceller, JobInfo, Resource, Seq};
 use crate::queue::{self, Decision, Entry, Key, Mode, Rank, State};
 
 mod client;
+#[cfg(test)]
+mod fuzz;
 mod keys;
 mod lease;
 
