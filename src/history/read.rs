@@ -11,7 +11,7 @@ by `ended`.
 */
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::{Record, Stamp, older};
@@ -46,7 +46,12 @@ impl Filter {
 pub(crate) fn load(path: &Path, filter: &Filter) -> std::io::Result<Vec<Record>> {
     let mut found = Vec::new();
     for p in [path.to_path_buf(), older(path)] {
-        let file = match File::open(&p) {
+        // Never blocking on a FIFO put there (as the writer opens it).
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&p)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),

@@ -7,6 +7,7 @@ command, `baton status --json`, a process exit) with a bounded deadline.
 
 mod cancel;
 mod coalesce;
+mod corrupt;
 mod exclusion;
 mod fence;
 mod history;

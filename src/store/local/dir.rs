@@ -173,6 +173,7 @@ impl StateDir {
         };
         let lock = opened.map_err(|e| match e {
             Errno::ELOOP => unsafe_dir(path, "lock is a symbolic link"),
+            Errno::EISDIR => unsafe_dir(path, "lock is not a regular file"),
             e => Error::io("opening", path.join("lock"), e),
         })?;
         let st = fstat(&lock).map_err(|e| Error::io("checking", path.join("lock"), e))?;
@@ -226,6 +227,12 @@ impl StateDir {
             Err(Errno::ENOENT) => return Ok(None),
             Err(Errno::ELOOP) => {
                 return Err(unsafe_dir(&self.path, format!("{name} is a symbolic link")));
+            }
+            Err(Errno::EISDIR) => {
+                return Err(unsafe_dir(
+                    &self.path,
+                    format!("{name} is not a regular file"),
+                ));
             }
             Err(e) => return Err(Error::io("opening", self.path.join(name), e)),
         };
