@@ -398,3 +398,21 @@ fn mixed(mutation: Mutation) -> Protocol {
 fn everything_at_once() {
     assert_eq!(check("mixed", mixed(Mutation::None)), Vec::<&str>::new());
 }
+
+#[test]
+fn joining_a_run_that_started_is_caught() {
+    let broken = check("coalesce/join-started", coalesce(Mutation::JoinStarted));
+    assert!(
+        broken.contains(&"no step finds the protocol broken"),
+        "{broken:?}"
+    );
+}
+
+#[test]
+fn removing_a_job_whose_background_process_holds_it_breaks_exclusion() {
+    let broken = check(
+        "one_resource/finish-without-probe",
+        one_resource(Mutation::FinishWithoutProbe),
+    );
+    assert!(broken.contains(&"exclusion"), "{broken:?}");
+}

@@ -62,6 +62,13 @@ pub(crate) enum Mutation {
     /// `view` keeps only the holders, not the waiters ranked ahead, so the
     /// grant rule never sees who waits ahead.
     NoWaitingAhead,
+    /// `scan_queues` and `try_join` take any live namesake, not only a
+    /// waiting one: a trigger may join a run that has already started (and
+    /// the mail that came after its start is never fetched).
+    JoinStarted,
+    /// `finish` removes the job without probing ALIVE: a background
+    /// process the command left no longer holds the resource.
+    FinishWithoutProbe,
     /// `hold_byte` says ALIVE for a running `--preemptible` job (the bug of
     /// the preemption issue, fixed in 5f0e1c4: sleep on RUN).
     SleepOnAlive,
@@ -465,7 +472,9 @@ impl Protocol {
             let q = &s.queues[res];
             for r in q.iter().flatten() {
                 seen = seen.max(r.seq);
-                if spec.coalesce.is_some() && r.tag == spec.coalesce && r.state == RecState::Waiting
+                if spec.coalesce.is_some()
+                    && r.tag == spec.coalesce
+                    && (r.state == RecState::Waiting || self.mutation == Mutation::JoinStarted)
                 {
                     candidates.push(r.seq);
                 }
@@ -479,7 +488,7 @@ impl Protocol {
             };
             let content = s.files[inode as usize].content;
             if self.held(s, inode, Byte::Alive)
-                && self.held(s, inode, Byte::Waiting)
+                && (self.mutation == Mutation::JoinStarted || self.held(s, inode, Byte::Waiting))
                 && self.spec(content).coalesce == spec.coalesce
             {
                 // The trigger must come before the joined run starts.
@@ -830,9 +839,10 @@ impl Protocol {
                 s.jobs[ji].supervising = false;
                 s.jobs[ji].main_open = false;
                 let seq = s.jobs[ji].seq;
-                let still = self
-                    .open_job(s, seq)
-                    .is_some_and(|i| self.held(s, i, Byte::Alive));
+                let still = self.mutation != Mutation::FinishWithoutProbe
+                    && self
+                        .open_job(s, seq)
+                        .is_some_and(|i| self.held(s, i, Byte::Alive));
                 s.jobs[ji].pc = if still { Pc::Exit } else { Pc::RemoveLock };
                 if still {
                     s.jobs[ji].baton = false;
