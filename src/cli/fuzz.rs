@@ -26,6 +26,9 @@ fn arb_name_text() -> impl Strategy<Value = String> {
         any::<String>(),
         "[a-z~/.é-]{0,10}[\n\t\u{0}\u{7f}\u{85}\u{9f}]?[a-z]{0,3}",
         "(a|é|\u{1f600}){120,130}",
+        // Around the 255-byte limit.
+        "a{250,260}",
+        "é{126,129}",
         Just(String::new()),
     ]
 }

@@ -283,19 +283,38 @@ proptest! {
     #![proptest_config(crate::fuzz::config(3, 200))]
 
     /// Several MiB: random blocks (with and without newlines), records
-    /// between them, lines longer than `MAX_LINE`: whole lines that parse,
-    /// and no piece of a line that was too long.
+    /// between them (some followed by spaces, which JSON allows), parts
+    /// that run into the next (lines past `MAX_LINE`), and a record placed
+    /// across a 64 KiB read: whole lines that parse, and no piece of a
+    /// line that was too long.
     #[test]
-    fn fuzz_history_huge(parts in proptest::collection::vec((any::<u64>(), 0usize..400_000, any::<bool>(), proptest::option::of(arb_record())), 1..12)) {
+    fn fuzz_history_huge(parts in proptest::collection::vec((any::<u64>(), 0usize..400_000, any::<bool>(), proptest::option::of((arb_record(), 0usize..3)), any::<bool>()), 1..12), across in any::<Index>()) {
         let tmp = tempfile::tempdir().unwrap();
         let mut bytes = Vec::new();
-        for (seed, len, newlines, record) in &parts {
+        let mut placed = Vec::new();
+        for (seed, len, newlines, record, end_line) in &parts {
             bytes.extend(noise(*seed, *len, *newlines));
-            bytes.push(b'\n');
-            if let Some(r) = record {
-                bytes.extend(serde_json::to_vec(r).unwrap());
+            if *end_line {
                 bytes.push(b'\n');
             }
+            if let Some((r, pad)) = record {
+                let start = bytes.len();
+                bytes.extend(serde_json::to_vec(r).unwrap());
+                bytes.extend(std::iter::repeat_n(b' ', [0, 100, 600_000][*pad]));
+                placed.push((start, bytes.len()));
+                bytes.push(b'\n');
+            }
+        }
+        // Reads go back from the end in 64 KiB blocks: a last line of the
+        // right length puts a block's start inside one record.
+        if !placed.is_empty() {
+            let (a, b) = placed[across.index(placed.len())];
+            let inside = a + (b - a) / 2;
+            let base = bytes.len() + 1;
+            let k = (base - inside).div_ceil(64 * 1024);
+            let pad = inside + k * 64 * 1024 - base;
+            bytes.push(b'\n');
+            bytes.extend(std::iter::repeat_n(b'x', pad));
         }
         let got = load_files(tmp.path(), Some(&bytes), None, &Filter::default());
         prop_assert_eq!(keys(&got), keys(&records_of(&bytes)));

@@ -222,7 +222,7 @@ fn holding(w: &World, tag: &str, args: &[&str]) -> (Child, Pid) {
 }
 
 #[test]
-fn a_corrupt_state_dir_gets_documented_outcomes_only() {
+fn fuzz_corrupt_state_dir() {
     let base: u64 = std::env::var("BATON_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -292,7 +292,17 @@ fn one_round(seed: u64) {
         if files.is_empty() {
             break;
         }
-        let path = files[rng.below(files.len() as u64) as usize].clone();
+        // Job and queue files more often: they hold what is decoded.
+        let prefer = ["j.", "q.", ""][rng.below(3) as usize];
+        let preferred: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefer))
+            .collect();
+        let path = if preferred.is_empty() {
+            files[rng.below(files.len() as u64) as usize].clone()
+        } else {
+            preferred[rng.below(preferred.len() as u64) as usize].clone()
+        };
         let kinds = [
             Damage::Overwrite,
             Damage::Overwrite,

@@ -236,8 +236,11 @@ proptest! {
     /// Records with a valid check and fields near the valid ones: accepted
     /// exactly when canonical (every byte accounted for by `encode`).
     #[test]
-    fn fuzz_record_decode_near_records(key in any::<Key>(), r in arb_near_record()) {
+    fn fuzz_record_decode_near_records(key in any::<Key>(), r in arb_near_record(), extra in proptest::collection::vec(any::<u8>(), 1..8), cut in 0..RECORD) {
         let got = assert_canonical(key, &r);
+        // Only 64 bytes make a record, not fewer, not more.
+        prop_assert_eq!(decode(key, &[&r[..], &extra].concat()), None);
+        prop_assert_eq!(decode(key, &r[..cut]), None);
         // The converse: the image of encode is accepted.
         if let Some((e, f)) = got {
             prop_assert_eq!(decode(key, &encode(&e, f)), Some((e, f)));
@@ -571,6 +574,8 @@ proptest! {
         let i = at.index(bytes.len());
         let end = (i + block.len()).min(bytes.len());
         bytes[i..end].copy_from_slice(&block[..end - i]);
+        // A patch past the limit is not read.
+        bytes.extend(b"\n{\"exit\":7,\"joined\":1}\n");
         let whole = json(&read_info(scratch.holding(&bytes)));
         let head = json(&read_info(scratch.holding(&bytes[..MAX_JOB_FILE.min(bytes.len())])));
         prop_assert_eq!(whole, head);
@@ -684,6 +689,8 @@ proptest! {
             let clock = crate::job::now_ms() * 1000;
             let next = locked.next_fence().unwrap();
             prop_assert!(next >= clock, "at least the clock");
+            // Damage (a value no clock reaches) starts again from the clock.
+            prop_assert!(next <= half, "{} after {}", next, fence);
             if fence < half {
                 prop_assert!(next > fence, "above the last token {}", fence);
             }
