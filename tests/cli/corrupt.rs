@@ -9,9 +9,10 @@
 //! outside the state directory; once its processes are gone, a directory
 //! damaged only in its files' content serves a new job again.
 //!
-//! Rounds: 3, or `BATON_FUZZ_CASES / 500` (the scale of the in-crate
-//! fuzz targets); seeds from `BATON_FUZZ_SEED` (default fixed), printed
-//! in every failure with the damage done.
+//! Rounds: 8 (each kind of damage comes first in one of them), or
+//! `BATON_FUZZ_CASES / 500` (the scale of the in-crate fuzz targets);
+//! seeds from `BATON_FUZZ_SEED` (default fixed), printed in every failure
+//! with the damage done.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -48,11 +49,20 @@ impl Rng {
     }
 }
 
+/// The queue file's key of a resource name (as `records::key_of`).
+fn hex_key(name: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(name.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn rounds() -> u64 {
     std::env::var("BATON_FUZZ_CASES")
         .ok()
         .and_then(|n| n.trim().parse::<u64>().ok())
-        .map_or(3, |n| (n / 500).max(1))
+        .map_or(8, |n| (n / 500).max(1))
 }
 
 /// Every entry under `root` but the state directory and the history
@@ -229,11 +239,11 @@ fn fuzz_corrupt_state_dir() {
         .unwrap_or(0x5eed_ba70_0000_0001);
     for round in 0..rounds() {
         let seed = base.wrapping_add(round.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
-        one_round(seed);
+        one_round(seed, round);
     }
 }
 
-fn one_round(seed: u64) {
+fn one_round(seed: u64, round: u64) {
     let mut rng = Rng(seed);
     let w = World::new();
     let target = w.path("outside");
@@ -278,7 +288,7 @@ fn one_round(seed: u64) {
 
     // Damage: 1 to 4 times, to the state directory's files or the history.
     let mut structural = false;
-    for _ in 0..1 + rng.below(4) {
+    for step in 0..1 + rng.below(4) {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&w.state)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -292,8 +302,10 @@ fn one_round(seed: u64) {
         if files.is_empty() {
             break;
         }
-        // Job and queue files more often: they hold what is decoded.
-        let prefer = ["j.", "q.", ""][rng.below(3) as usize];
+        // Job and queue files more often (R's queue, which every command
+        // of the round reads): they hold what is decoded.
+        let r_queue = format!("q.{}", hex_key("R"));
+        let prefer = [r_queue.as_str(), "j.", "q.", ""][rng.below(4) as usize];
         let preferred: Vec<&PathBuf> = files
             .iter()
             .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefer))
@@ -313,7 +325,12 @@ fn one_round(seed: u64) {
             Damage::Symlink,
             Damage::Fifo,
         ];
-        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        // Every kind comes first in one round of eight.
+        let kind = if step == 0 {
+            kinds[(round % kinds.len() as u64) as usize]
+        } else {
+            kinds[rng.below(kinds.len() as u64) as usize]
+        };
         // The history is not the state directory: a symlink there is the
         // user's own choice of file, followed by design.
         let kind = if path.ends_with("history") && kind == Damage::Symlink {
@@ -323,6 +340,18 @@ fn one_round(seed: u64) {
         };
         structural |= kind.structural() && path.parent() == Some(&w.state);
         log += &format!(" {};", damage(&mut rng, &path, kind, &target));
+        // A quick look after each damage (the full one comes after all).
+        let (code, out) = check(&w, &["status", "--json"], &[0, 77], &log);
+        if code == 0 {
+            serde_json::from_str::<serde_json::Value>(&out)
+                .unwrap_or_else(|e| panic!("status --json after {log}: {e}: {out}"));
+        }
+        check(
+            &w,
+            &["run", "-q", "-n", "-l", "R", "--", "true"],
+            &[0, 75, 77],
+            &log,
+        );
     }
 
     eprintln!("{log}");
