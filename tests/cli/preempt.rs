@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Command;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -496,4 +497,93 @@ fn a_finished_run_is_not_run_again_when_a_preemption_comes_as_it_ends() {
         ["start", "end", "p"],
         "the finished run was run again"
     );
+}
+
+/// A `--preemptible` command that takes a flock(2) lock of its own, moves
+/// the run lock it inherited to a high descriptor, keeps a 128 MiB memfd
+/// between the two (freeing its pages takes milliseconds), says it is ready
+/// and exits when the test opens the FIFO. An exiting process releases its
+/// files highest descriptor first, one at a time.
+const HOLDER: &str = r#"
+import fcntl, os, sys
+lock, ready, go = sys.argv[1:4]
+own = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(own, fcntl.LOCK_EX)
+run = None
+for name in os.listdir("/proc/self/fd"):
+    try:
+        info = open(f"/proc/self/fdinfo/{name}").read()
+    except OSError:
+        continue
+    for line in info.splitlines():
+        f = line.split()
+        if f[:1] == ["lock:"] and "OFDLCK" in f and "WRITE" in f and f[-2:] == ["2", "2"]:
+            run = int(name)
+if run is None:
+    sys.exit("no run lock inherited")
+os.dup2(run, 900)
+os.close(run)
+ballast = os.memfd_create("ballast")
+chunk = b"x" * (1 << 20)
+for _ in range(128):
+    os.write(ballast, chunk)
+os.dup2(ballast, 600)
+os.close(ballast)
+open(ready, "w").write("ready")
+os.close(os.open(go, os.O_RDONLY))
+os._exit(0)
+"#;
+
+/// The hold of a `--preemptible` job passes on only once its command has
+/// released everything: before, the command's run lock went with its exit,
+/// while locks it held on lower descriptors were still being released, so
+/// the next job could find the command's own lock still taken (a flock(1)
+/// wrapper around mbsync saw it: tests/e2e/mail.sh). Fails on a3bd2f4.
+#[test]
+fn the_next_job_starts_only_after_a_preemptible_command_released_all_its_locks() {
+    let w = World::new();
+    let script = w.path("holder.py");
+    std::fs::write(&script, HOLDER).unwrap();
+    let lock = w.path("own.lock");
+    for round in 0..5 {
+        let ready = w.path(&format!("ready{round}"));
+        let go = w.path(&format!("go{round}"));
+        assert!(Command::new("mkfifo").arg(&go).status().unwrap().success());
+        let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let mut holder = w.spawn(&[
+            "run",
+            "-q",
+            "--preemptible",
+            "-l",
+            "x",
+            "--",
+            "python3",
+            &p(&script),
+            &p(&lock),
+            &p(&ready),
+            &p(&go),
+        ]);
+        await_file(&ready);
+        let mut next = w.spawn(&[
+            "run",
+            "-q",
+            "-l",
+            "x",
+            "--",
+            "flock",
+            "-n",
+            "-E",
+            "3",
+            &p(&lock),
+            "true",
+        ]);
+        w.await_waiters("x", 1);
+        drop(std::fs::OpenOptions::new().write(true).open(&go).unwrap());
+        assert_eq!(wait_exit(&mut holder), Some(0), "the holder");
+        assert_eq!(
+            wait_exit(&mut next),
+            Some(0),
+            "round {round}: the next job found the holder's own lock still taken"
+        );
+    }
 }

@@ -220,7 +220,8 @@ pub(crate) struct Job {
     pub(crate) bg: bool,
     /// The baton has the job file's main description open.
     pub(crate) main_open: bool,
-    /// The baton has the RUN description open (granted, not yet spawned).
+    /// The baton has the RUN description open (from the grant until it has
+    /// reaped the command).
     pub(crate) run_open: bool,
     pub(crate) seq: u64,
     pub(crate) file: Option<u8>,
@@ -813,7 +814,8 @@ impl Protocol {
                     let job = &mut s.jobs[ji];
                     job.cmd = true;
                     job.bg = self.spec(j).background;
-                    job.run_open = false;
+                    // The baton keeps its RUN descriptor until it has
+                    // reaped the command (`spawned`).
                     job.runs += 1;
                     job.pc = Pc::Running;
                 }
@@ -821,6 +823,9 @@ impl Protocol {
             Pc::Running => {
                 let job = &mut s.jobs[ji];
                 if !job.cmd {
+                    // Reaped: the baton's RUN descriptor goes
+                    // (`run_ended`, `finish`).
+                    job.run_open = false;
                     job.pc = if job.stopped { Pc::Linger } else { Pc::Finish };
                 } else {
                     // SIGURG: marked and still running → SIGTERM to the

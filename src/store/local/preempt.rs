@@ -184,6 +184,9 @@ impl LocalJob {
     /// If not, a sleeper is armed on it, so that the caller sleeps in its
     /// own `poll` and a signal meanwhile is acted on at once.
     pub(super) fn await_run_end(&mut self) -> Result<bool> {
+        // The command has been reaped: the baton's own copy goes (see
+        // `spawned`), and RUN is held only by what the command left.
+        self.run_fd = None;
         let Some(probe) = self.dir.open_job(self.seq) else {
             return Ok(true);
         };
