@@ -265,11 +265,31 @@ pub(crate) struct EtcdJob {
     retry_at: Option<Instant>,
     /// The queues of its resources as its own grant left them.
     after_grant: Option<Cut>,
+    /// The read its enqueue made in the same transaction, for its first
+    /// decision (one round trip less per job).
+    first_cut: Option<Cut>,
     /// Its own record as last read or written, until the next wake-up.
     own_cache: std::cell::RefCell<Option<RecordValue>>,
     wake: Wake,
     run: Option<RunLock>,
     child: Option<i32>,
+}
+
+/// The reads of a decision: every record of the job's resources, their
+/// guards, and its own first record.
+fn cut_ops(keys: &Keys, info: &JobInfo, own: &[u8]) -> Vec<Value> {
+    let mut ops: Vec<Value> = info
+        .resources
+        .iter()
+        .map(|r| op_range(&keys.resource(&r.name), true))
+        .collect();
+    ops.extend(
+        info.resources
+            .iter()
+            .map(|r| op_range(&keys.guard(&r.name), false)),
+    );
+    ops.push(op_range(own, false));
+    ops
 }
 
 /// What a decision read.
@@ -316,14 +336,20 @@ impl EtcdJob {
                 lease.id,
             ));
             let name_key = store.keys.name(&info.name);
+            // The first decision's read, in the same transaction (a read
+            // after the puts sees them): one round trip less.
+            let read_at = puts.len() + usize::from(opts.coalesce);
+            let reads = cut_ops(&store.keys, &info, &records[0]);
             let v = if opts.coalesce {
                 puts.push(op_put(&name_key, lease.id.to_string().as_bytes(), lease.id));
+                puts.extend(reads);
                 store.client.txn(
                     vec![cmp_rev(&name_key, "CREATE", 0)],
                     puts,
                     vec![op_range(&name_key, false)],
                 )?
             } else {
+                puts.extend(reads);
                 store.client.txn(Vec::new(), puts, Vec::new())?
             };
             if opts.coalesce && v["succeeded"].as_bool() != Some(true) {
@@ -364,11 +390,13 @@ impl EtcdJob {
                 seen: Vec::new(),
                 retry_at: None,
                 after_grant: None,
+                first_cut: None,
                 own_cache: std::cell::RefCell::new(None),
                 wake,
                 run: None,
                 child: None,
             };
+            job.first_cut = Some(job.parse_cut(&v, read_at));
             let first = job.attempt()?;
             return Ok(Entered::Queued(job, first));
         }
@@ -377,20 +405,7 @@ impl EtcdJob {
     /// The reads of a decision: every record of the job's resources, their
     /// guards, and its own first record.
     fn cut_ops(&self) -> Vec<Value> {
-        let mut ops: Vec<Value> = self
-            .info
-            .resources
-            .iter()
-            .map(|r| op_range(&self.keys.resource(&r.name), true))
-            .collect();
-        ops.extend(
-            self.info
-                .resources
-                .iter()
-                .map(|r| op_range(&self.keys.guard(&r.name), false)),
-        );
-        ops.push(op_range(&self.records[0], false));
-        ops
+        cut_ops(&self.keys, &self.info, &self.records[0])
     }
 
     /// One consistent read of this job's resources.
@@ -704,7 +719,10 @@ impl EtcdJob {
             return Ok(Attempt::Granted);
         }
         for _ in 0..1000 {
-            let cut = self.cut()?;
+            let cut = match self.first_cut.take() {
+                Some(cut) => cut,
+                None => self.cut()?,
+            };
             self.cut = (cut.revision, Instant::now());
             self.seen = cut
                 .others
