@@ -214,21 +214,13 @@ fn check(w: &World, args: &[&str], allowed: &[i32], log: &str) -> (i32, String) 
     (code, out)
 }
 
-/// A job on `args` whose command records its pid, then runs until killed
-/// (as [`World::hold`], without a [`Holder`]'s kill on drop: this test
-/// kills its processes itself, in its own order).
-fn holding(w: &World, tag: &str, args: &[&str]) -> (Child, Pid) {
-    let pidfile = w.path(&format!("{tag}.pid"));
-    let script = format!(
-        "echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 1000",
-        pidfile.display()
-    );
-    let mut all: Vec<&str> = vec!["run", "--name", tag];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--", "sh", "-c", &script]);
-    let baton = w.spawn(&all);
-    let pid = await_file(&pidfile).trim().parse().expect("pid");
-    (baton, Pid::from_raw(pid))
+/// `status --json` within its bound: 0 with valid JSON, or 77.
+fn check_status_json(w: &World, log: &str) {
+    let (code, out) = check(w, &["status", "--json"], &[0, 77], log);
+    if code == 0 {
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap_or_else(|e| panic!("status --json after {log}: {e}: {out}"));
+    }
 }
 
 #[test]
@@ -256,7 +248,7 @@ fn one_round(seed: u64, round: u64) {
     let mut batons: Vec<Child> = Vec::new();
     let mut commands: Vec<Pid> = Vec::new();
     for (tag, args) in [("h", &["-l", "R", "-s", "S"][..]), ("sh", &["-s", "S"][..])] {
-        let (b, pid) = holding(&w, tag, args);
+        let (b, pid) = w.spawn_holding(tag, args);
         batons.push(b);
         commands.push(pid);
     }
@@ -341,11 +333,7 @@ fn one_round(seed: u64, round: u64) {
         structural |= kind.structural() && path.parent() == Some(&w.state);
         log += &format!(" {};", damage(&mut rng, &path, kind, &target));
         // A quick look after each damage (the full one comes after all).
-        let (code, out) = check(&w, &["status", "--json"], &[0, 77], &log);
-        if code == 0 {
-            serde_json::from_str::<serde_json::Value>(&out)
-                .unwrap_or_else(|e| panic!("status --json after {log}: {e}: {out}"));
-        }
+        check_status_json(&w, &log);
         check(
             &w,
             &["run", "-q", "-n", "-l", "R", "--", "true"],
@@ -358,11 +346,7 @@ fn one_round(seed: u64, round: u64) {
     // Every subcommand, bounded.
     let (code, out) = check(&w, &["status"], &[0, 77], &log);
     assert!(code != 0 || !out.is_empty(), "{log}");
-    let (code, out) = check(&w, &["status", "--json"], &[0, 77], &log);
-    if code == 0 {
-        serde_json::from_str::<serde_json::Value>(&out)
-            .unwrap_or_else(|e| panic!("status --json after {log}: {e}: {out}"));
-    }
+    check_status_json(&w, &log);
     check(
         &w,
         &["run", "-q", "-w", "300ms", "-l", "R", "--", "true"],

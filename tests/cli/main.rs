@@ -130,6 +130,13 @@ impl World {
     /// Start a job on `args` whose command records its pid and then runs
     /// until killed; return once it runs.
     pub fn hold(&self, tag: &str, args: &[&str]) -> Holder {
+        let (baton, pid) = self.spawn_holding(tag, args);
+        Holder { baton, pid }
+    }
+
+    /// As [`World::hold`], without a [`Holder`]'s kill on drop: the baton
+    /// and the command's pid.
+    pub fn spawn_holding(&self, tag: &str, args: &[&str]) -> (Child, Pid) {
         let pidfile = self.path(&format!("{tag}.pid"));
         let _ = std::fs::remove_file(&pidfile);
         let script = format!(
@@ -141,10 +148,7 @@ impl World {
         all.extend_from_slice(&["--", "sh", "-c", &script]);
         let baton = self.spawn(&all);
         let pid = await_file(&pidfile).trim().parse().expect("pid");
-        Holder {
-            baton,
-            pid: Pid::from_raw(pid),
-        }
+        (baton, Pid::from_raw(pid))
     }
 }
 
