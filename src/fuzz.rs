@@ -6,7 +6,7 @@ code they feed:
 
 | target module | feeds |
 | --- | --- |
-| `store/local/fuzz.rs` | queue records and files, queue file names, job files, the `lock` header (counter, spare bitmap, fence), a whole state directory |
+| `store/local/fuzz/` | `records.rs`: queue records and files, queue file names; `jobfile.rs`: job files; `lock.rs`: the `lock` header (counter, spare bitmap, fence) |
 | `history/fuzz.rs` | history files (both of them), read backwards in blocks |
 | `cli/fuzz.rs` | durations, resource, job and slot names, `--since`, through the parse functions and clap definitions the CLI uses |
 | `store/etcd/fuzz.rs` | record values, job values, key-values and range answers read from a cluster; the keys made from any prefix and name |
