@@ -43,7 +43,7 @@
 #                       arrivals move it); that first stretch is reported apart
 #   IDLE_ETCDCTL=1      also measure idle `etcdctl lock --ttl SECS` waiters
 #                       at the same TTLs (0: leave them out)
-#   PORT_BASE=33790     ports: clients PORT_BASE+1..3, peers PORT_BASE+11..13,
+#   PORT_BASE=23790     ports (below the usual ephemeral range, 32768-60999): clients PORT_BASE+1..3, peers PORT_BASE+11..13,
 #                       gateways PORT_BASE+21..23 (all checked free first)
 #   DATA_ROOT=/dev/shm  tmpfs where the members' data directories go
 #   STARTUP_TIMEOUT=30  seconds for the cluster and gateways to become healthy
@@ -81,7 +81,7 @@ IDLE_WAITERS=${IDLE_WAITERS:-10}
 IDLE_TTLS=${IDLE_TTLS:-"15s 3s"}
 IDLE_ETCDCTL=${IDLE_ETCDCTL:-1}
 IDLE_SETTLE=${IDLE_SETTLE:-}
-PORT_BASE=${PORT_BASE:-33790}
+PORT_BASE=${PORT_BASE:-23790}
 DATA_ROOT=${DATA_ROOT:-/dev/shm}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-300}
@@ -261,7 +261,7 @@ until_true() {
 }
 
 # --- the cluster ------------------------------------------------------------------
-# The ports are in the kernel's ephemeral range: an outgoing connection (a
+# The ports may be in the kernel's ephemeral range (another PORT_BASE): an outgoing connection (a
 # member dialling its peers, anyone's) can take one between the check and
 # the bind. So the gateways bind first, then the members; a start that
 # fails on "address already in use" is tried again (3 times in all).
@@ -383,6 +383,25 @@ statuscmd() {    # statuscmd TAG PREFIX: the command a watchdog runs on a hang
     printf '%s\n' "$BATON" status --etcd "${GW[0]}" --etcd-prefix "$2" >"$SCRATCH/$1.statuscmd"
 }
 
+# cpu_snap FILE: CPU ticks (utime stime) of each gateway and member, of this
+# shell's reaped children (the jobs of a drain: fields 16-17 of its stat),
+# and the machine's busy/idle ticks (/proc/stat).
+cpu_snap() {
+    local i p s
+    {
+        for i in "${!SERVERS[@]}"; do
+            p=${SERVERS[i]}
+            { read -r s <"/proc/$p/stat"; } 2>/dev/null || continue
+            s=${s##*) }; read -r -a f <<<"$s"
+            printf '%s %s %s\n' "$( (( i < 3 )) && echo "gateway$(( i + 1 ))" || echo "m$(( i - 2 ))")" "${f[11]}" "${f[12]}"
+        done
+        read -r s <"/proc/$$/stat"; s=${s##*) }; read -r -a f <<<"$s"
+        printf 'jobs %s %s\n' "${f[13]}" "${f[14]}"
+        read -r _ u n sy id io irq sirq _ </proc/stat
+        printf 'machine %s %s\n' "$(( u + n + sy + irq + sirq ))" "$(( id + io ))"
+    } >"$1"
+}
+
 snap() {   # snap DIR TAG: the members' metrics, and when they were read
     local d=$1 tag=$2 i
     now_us >"$d/$tag.t"
@@ -406,6 +425,7 @@ drain() {
     # The cluster's request counters around the drain (outside the timing).
     mkdir -p "$md"; printf 'tool=%s\nround=%s\nn=%s\n' "$tool" "$round" "$N" >"$md/meta"
     snap "$md" pre
+    cpu_snap "$md/pre.cpu"
     t0=$(now_us)
     if [[ $tool == baton ]]; then
         for (( i = 0; i < N; i++ )); do
@@ -426,6 +446,7 @@ drain() {
         fi
     done
     t1=$(now_us)
+    cpu_snap "$md/post.cpu"
     watch_stop
     LIVE=()
     snap "$md" post

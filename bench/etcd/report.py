@@ -203,6 +203,60 @@ def drain_requests(w, root):
     w("")
 
 
+def drain_cpu(w, root):
+    """Where the CPU of the measured drains went: the jobs (the batons or
+    etcdctl processes and their `true`s), the 3 gateways, the 3 members, and
+    the machine's idle time, per job; medians over the rounds."""
+    if not root or not os.path.isdir(root):
+        return
+    clk = os.sysconf("SC_CLK_TCK")
+    rows = collections.defaultdict(lambda: collections.defaultdict(list))
+    for e in sorted(os.listdir(root)):
+        d = os.path.join(root, e)
+        pre, post = os.path.join(d, "pre.cpu"), os.path.join(d, "post.cpu")
+        if not (os.path.exists(pre) and os.path.exists(post)):
+            continue
+        meta = dict(l.strip().split("=", 1) for l in open(os.path.join(d, "meta")) if "=" in l)
+        n = int(meta["n"])
+
+        def load(path):
+            out = {}
+            for line in open(path):
+                k, a, b = line.split()
+                out[k] = (int(a), int(b))
+            return out
+        a, b = load(pre), load(post)
+        if not all(k in a and k in b for k in ("jobs", "machine")):
+            continue
+        ms = lambda t: t * 1000.0 / clk / n
+        group = collections.Counter()
+        for k in b:
+            if k in a and k != "machine":
+                g = "gateways" if k.startswith("gateway") else "members" if k.startswith("m") else k
+                group[g] += (b[k][0] + b[k][1]) - (a[k][0] + a[k][1])
+        r = rows[meta["tool"]]
+        for g in ("jobs", "gateways", "members"):
+            r[g].append(ms(group[g]))
+        r["busy"].append(ms(b["machine"][0] - a["machine"][0]))
+        r["idle"].append(ms(b["machine"][1] - a["machine"][1]))
+    if not rows:
+        return
+    w("CPU in the measured drains, ms per job (all cores; utime+stime, 100 ticks/s, so a job's "
+      "own share is coarse): *jobs* = the batons or etcdctl processes and their `true`s, "
+      "*gateways* = the 3 `etcd gateway`s, *members* = the 3 etcd members, *machine busy/idle* "
+      "= /proc/stat over the drain (2 cores: busy + idle = 2 x wall). Medians over the rounds.")
+    w("")
+    w("| tool | jobs | gateways | members | machine busy | machine idle |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for t in ("baton", "etcdctl"):
+        if t not in rows:
+            continue
+        r = rows[t]
+        w(f"| {t} | " + " | ".join(f"{statistics.median(r[g]):.2f}"
+                                   for g in ("jobs", "gateways", "members", "busy", "idle")) + " |")
+    w("")
+
+
 def sum_kind(d, kind, only=None, but=None):
     return sum(v for (n, m), v in d.items() if n == kind
                and (only is None or m == only) and (but is None or m != but))
@@ -299,6 +353,7 @@ def cmd_report(argv):
             claims.append((f"drain: baton's per-job cost at most {CLAIM_DRAIN_RATIO}x etcdctl lock's",
                            "no complete drain", "**not measured**"))
         drain_requests(w, a.drain_metrics)
+        drain_cpu(w, a.drain_metrics)
 
     # Uncontended.
     if a.uncontended and a.uncontended_mode != "none" and os.path.exists(a.uncontended):

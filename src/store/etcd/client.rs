@@ -306,25 +306,32 @@ impl Client {
         Ok((kvs(&v), int(&v["header"]["revision"])))
     }
 
-    /// Start watching `key` (or, with `prefix`, every key under it) from
-    /// `start` on; a thread reads the stream and calls `on_event` once, at
-    /// the first event (with the events: deleted or not, and the key-value),
-    /// or with none at a cancellation or an error (a watch is a hint: the
-    /// caller reads again). Events that `skip` rejects (this job's own
-    /// writes) are passed over. The connection closes with the thread.
+    /// Start watching each of `keys` (with `true`: for its deletion only)
+    /// from `start` on, all in one stream (one watch each, created by one
+    /// request body of several messages); a thread reads the stream and
+    /// calls `on_event` once, at the first event of any of them (with the
+    /// events: deleted or not, and the key-value), or with none at a
+    /// cancellation or an error (a watch is a hint: the caller reads
+    /// again). Events that `skip` rejects (this job's own writes) are
+    /// passed over. The connection, and with it every watch of the stream,
+    /// closes with the thread.
     pub(super) fn watch_once(
         &self,
-        key: &[u8],
-        prefix: bool,
+        keys: &[(Vec<u8>, bool)],
         start: i64,
         skip: impl Fn(&Kv) -> bool + Send + 'static,
         on_event: impl FnOnce(Vec<(bool, Kv)>) + Send + 'static,
     ) {
-        let mut req = json!({ "key": b64(key), "start_revision": start.to_string() });
-        if prefix {
-            req["range_end"] = Value::String(b64(&prefix_end(key)));
-        }
-        let body = json!({ "create_request": req }).to_string();
+        let body: String = keys
+            .iter()
+            .map(|(key, deletes_only)| {
+                let mut req = json!({ "key": b64(key), "start_revision": start.to_string() });
+                if *deletes_only {
+                    req["filters"] = json!(["NOPUT"]);
+                }
+                json!({ "create_request": req }).to_string() + "\n"
+            })
+            .collect();
         let endpoints = self.endpoints.clone();
         let first = self.current.load(Ordering::Relaxed);
         let agent = self.agent.clone();

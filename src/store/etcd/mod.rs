@@ -153,20 +153,35 @@ impl Wake {
 
     /// Watch `key` from revision `from` (once per key until it fires).
     fn watch(&self, client: &Client, key: &[u8], from: i64) {
-        if let Ok(mut w) = self.watching.lock()
-            && !w.insert(key.to_vec())
-        {
+        self.watch_all(client, &[(key, false)], from);
+    }
+
+    /// Watch each of `keys` (with `true`: for its deletion only) from
+    /// revision `from`, in one stream, but those a stream still watches
+    /// (once per key until it fires: the stream's first event ends it).
+    fn watch_all(&self, client: &Client, keys: &[(&[u8], bool)], from: i64) {
+        let mut armed: Vec<(Vec<u8>, bool)> = Vec::new();
+        if let Ok(mut w) = self.watching.lock() {
+            for (key, deletes_only) in keys {
+                if w.insert(key.to_vec()) {
+                    armed.push((key.to_vec(), *deletes_only));
+                }
+            }
+        }
+        if armed.is_empty() {
             return;
         }
         let wake = Arc::clone(&self.w);
         let watching = Arc::clone(&self.watching);
         let events = Arc::clone(&self.events);
         let own = Arc::clone(&self.own_writes);
-        let k = key.to_vec();
+        let ks: Vec<Vec<u8>> = armed.iter().map(|(k, _)| k.clone()).collect();
         let skip = move |kv: &Kv| own.lock().is_ok_and(|o| o.contains(&kv.value));
-        client.watch_once(key, false, from, skip, move |got| {
+        client.watch_once(&armed, from, skip, move |got| {
             if let Ok(mut w) = watching.lock() {
-                w.remove(&k);
+                for k in &ks {
+                    w.remove(k);
+                }
             }
             if let Ok(mut e) = events.lock() {
                 e.extend(got);
@@ -767,15 +782,25 @@ impl EtcdJob {
                     } else {
                         Vec::new()
                     };
-                    for t in b.wait.targets() {
-                        if let Some((_, key, _)) =
-                            cut.others.iter().find(|(e, _, _)| e.rank.seq == *t)
-                        {
-                            self.wake.watch(&self.client, key, cut.revision + 1);
-                        }
-                    }
-                    self.wake
-                        .watch(&self.client, &self.records[0], cut.revision + 1);
+                    // A job that needs every resource alone and waits
+                    // behind a waiting job cannot be let through by any
+                    // rewrite of that job's record (its grant, a mark:
+                    // its rank stays ahead), only by its deletion; a
+                    // cancel mark is followed by it (the cancelled baton
+                    // leaves). So it is woken by the deletion only: not by
+                    // every grant in the line before it.
+                    // One stream: the targets and its own first record.
+                    let alone =
+                        !self.opts.preempt && self.needs.iter().all(|(_, m)| *m == Mode::Exclusive);
+                    let mut watch: Vec<(&[u8], bool)> = b
+                        .wait
+                        .targets()
+                        .iter()
+                        .filter_map(|t| cut.others.iter().find(|(e, _, _)| e.rank.seq == *t))
+                        .map(|(e, key, _)| (key.as_slice(), alone && e.state == State::Waiting))
+                        .collect();
+                    watch.push((&self.records[0], false));
+                    self.wake.watch_all(&self.client, &watch, cut.revision + 1);
                     let resource = self
                         .needs
                         .iter()
@@ -1104,10 +1129,17 @@ impl QueuedJob for EtcdJob {
         Ok(())
     }
 
+    /// A job granted by a finishing holder's hand-off did not read its
+    /// queues in its grant: it reads them now, while its command runs, so
+    /// that it can hand off in turn (a change meanwhile fails the
+    /// hand-off's compare, whose answer carries a fresh read).
     fn spawned(&mut self, pid: i32) {
         self.child = Some(pid);
         if let Some(run) = &mut self.run {
             run.holder = None;
+        }
+        if self.after_grant.is_none() {
+            self.after_grant = self.cut().ok();
         }
     }
 
