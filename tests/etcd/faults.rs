@@ -1,6 +1,6 @@
 //! Faults: a host cut off, a frozen baton against a fencing storage, the
 //! leader killed, a member down or frozen, no cluster at all, batons
-//! killed with SIGKILL, compaction under waiting jobs.
+//! killed with SIGKILL, compaction under waiting jobs, quorum lost and healed.
 
 use std::time::{Duration, Instant};
 
@@ -458,4 +458,203 @@ fn compaction_while_jobs_wait() {
     }
     assert_eq!(read_lines(&log), ["w2", "w1", "w0"]);
     c.assert_idle(0);
+}
+
+/// Members SIGSTOPped for a test, SIGCONTed by [`Frozen::heal`] or, should
+/// the test fail first, when dropped.
+struct Frozen<'a> {
+    c: &'a crate::harness::Cluster,
+    members: Vec<usize>,
+}
+
+impl Frozen<'_> {
+    fn heal(&mut self) {
+        for i in self.members.drain(..) {
+            self.c.cont_member(i);
+        }
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.heal();
+    }
+}
+
+/// One job's run in a checker log of `start TIME FENCE TAG` and `end TIME
+/// TAG` lines.
+#[derive(Debug)]
+struct Run {
+    tag: String,
+    start: f64,
+    fence: u64,
+    end: Option<f64>,
+}
+
+/// The runs of a checker log, in the order they started.
+fn runs(path: &std::path::Path) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for l in read_lines(path) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let time = |s: &str| -> f64 { s.parse().unwrap_or_else(|_| panic!("time in {l:?}")) };
+        match w.as_slice() {
+            ["start", t, f, tag] => runs.push(Run {
+                tag: tag.to_string(),
+                start: time(t),
+                fence: f.parse().unwrap_or_else(|_| panic!("fence in {l:?}")),
+                end: None,
+            }),
+            ["end", t, tag] => {
+                let r = runs
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.tag == *tag)
+                    .unwrap_or_else(|| panic!("an end before its start: {l:?}"));
+                assert!(r.end.is_none(), "two ends of {tag}");
+                r.end = Some(time(t));
+            }
+            _ => panic!("a stray line in the checker log: {l:?}"),
+        }
+    }
+    runs
+}
+
+/// Host 0's job holds (3 s lease), three jobs on hosts 1 and 2 wait; two
+/// members of three are frozen (SIGSTOP: no quorum) for the lease and 2 s
+/// more. Host 0's command is stopped (SIGTERM) before its lease could
+/// expire and its baton exits 69 in one line; nothing starts while quorum
+/// is lost. Healed, every waiter runs (exit 0; a line saying it queued
+/// again, or that it tries again, allowed), one at a time, fences
+/// increasing; nothing is left under the prefix but grant guards.
+#[test]
+fn quorum_loss_and_heal() {
+    let c = cluster!("quorum");
+    let (ev, overlaps, guard) = (c.path("events"), c.path("overlaps"), c.path("guard"));
+    let (e, o, g) = (ev.display(), overlaps.display(), guard.display());
+    let a_pidfile = c.path("A.pid");
+    let a_script = format!(
+        "exec 2>/dev/null; echo $$ > {p}; mkdir {g} || echo OVERLAP A >> {o}; \
+         trap 'echo \"end $(date +%s.%N) A\" >> {e}; rmdir {g} || echo OVERLAP-END A >> {o}; \
+         exit 0' TERM; echo \"start $(date +%s.%N) $BATON_FENCE A\" >> {e}; \
+         i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+        p = a_pidfile.display()
+    );
+    let mut a = c.spawn_sh(0, "A", &["-q", "-l", "x", "--etcd-ttl", TTL], &a_script);
+    await_line(&ev, "start");
+    let a_cmd = Pid::from_raw(await_line(&a_pidfile, "").trim().parse().expect("pid"));
+    let mut waiters = Vec::new();
+    for (i, (h, tag)) in [(1, "B1"), (2, "C1"), (1, "B2")].into_iter().enumerate() {
+        let script = format!(
+            "exec 2>/dev/null; mkdir {g} || echo OVERLAP {tag} >> {o}; \
+             echo \"start $(date +%s.%N) $BATON_FENCE {tag}\" >> {e}; sleep 0.3; \
+             echo \"end $(date +%s.%N) {tag}\" >> {e}; rmdir {g} || echo OVERLAP-END {tag} >> {o}"
+        );
+        waiters.push(c.spawn_sh(h, tag, &["-q", "-l", "x", "--etcd-ttl", TTL], &script));
+        c.await_waiters(0, "x", i + 1);
+    }
+    let leader = c.leader();
+    let other = (leader + 1) % 3;
+    c.stop_member(leader);
+    let mut frozen = Frozen {
+        c: &c,
+        members: vec![leader],
+    };
+    c.stop_member(other);
+    frozen.members.push(other);
+    let lost = now();
+    let lost_at = Instant::now();
+
+    let st = a.wait_within(Duration::from_secs_f64(TTL_SECS + 5.0));
+    let a_exit = now() - lost;
+    let a_stderr = a.stderr();
+    assert_eq!(st, Some(69), "host 0's baton: {a_stderr:?}");
+    one_line_saying(&a_stderr, "lost the hold");
+    assert!(!alive(a_cmd), "host 0's command still runs");
+    let a_end = runs(&ev)[0].end.expect("host 0's command ended (SIGTERM)");
+    assert!(
+        a_end - lost < TTL_SECS,
+        "host 0's command ended {:.2} s after quorum was lost",
+        a_end - lost
+    );
+
+    // Quorum stays lost for the lease and 2 s more.
+    let hold = Duration::from_secs_f64(TTL_SECS + 2.0);
+    std::thread::sleep(hold.saturating_sub(lost_at.elapsed())); // wait-ok: the fault lasts that long
+    let during: Vec<String> = runs(&ev).iter().skip(1).map(|r| r.tag.clone()).collect();
+    assert_eq!(during, Vec::<String>::new(), "jobs started without quorum");
+    let still: Vec<String> = waiters
+        .iter_mut()
+        .filter_map(|w| w.child.try_wait().expect("try_wait").map(|s| s.to_string()))
+        .collect();
+    let healed = now();
+    frozen.heal();
+
+    assert_all_exit(&mut waiters, 0, DEADLINE);
+    let done = now() - healed;
+    for w in &waiters {
+        for l in w.stderr().lines() {
+            assert!(
+                l.starts_with("baton: ")
+                    && (l.contains("joining the queue again") || l.contains("trying again")),
+                "a waiter's unexpected stderr: {:?}",
+                w.stderr()
+            );
+        }
+    }
+    assert_eq!(read_lines(&overlaps), Vec::<String>::new(), "overlaps");
+    let runs = runs(&ev);
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for r in &runs[1..] {
+        assert!(
+            r.start > healed,
+            "{} started {:.2} s before the heal",
+            r.tag,
+            healed - r.start
+        );
+    }
+    for w in runs.windows(2) {
+        let end = w[0]
+            .end
+            .unwrap_or_else(|| panic!("{} never ended", w[0].tag));
+        assert!(
+            end < w[1].start,
+            "{} and {} overlap: {runs:?}",
+            w[0].tag,
+            w[1].tag
+        );
+    }
+    let f: Vec<u64> = runs.iter().map(|r| r.fence).collect();
+    assert_strictly_increasing(&f);
+
+    // Leases a re-joining waiter could not revoke without quorum lapse
+    // within their TTL of the heal.
+    let guards = format!("{}g/", c.prefix);
+    let mut left = Vec::new();
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(10) {
+        let out = c.etcdctl(&["get", "--prefix", "--keys-only", &c.prefix]);
+        assert!(out.status.success(), "{out:?}");
+        left = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|k| !k.is_empty() && !k.starts_with(&guards))
+            .map(String::from)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100)); // wait-ok: bounded condition wait
+    }
+    assert_eq!(left, Vec::<String>::new(), "keys left under the prefix");
+    c.assert_idle(0);
+    eprintln!(
+        "quorum lost at 0: host 0's command ended at {:.2} s, its baton exited at {a_exit:.2} s; \
+         healed at {:.2} s; waiters exited during the loss: {still:?}; all done {done:.2} s \
+         after the heal; run order {:?}, fences {f:?}",
+        a_end - lost,
+        healed - lost,
+        runs.iter().map(|r| r.tag.as_str()).collect::<Vec<_>>(),
+    );
+    for w in &waiters {
+        eprintln!("waiter stderr: {:?}", w.stderr());
+    }
 }

@@ -287,6 +287,18 @@ impl Client {
             .map(drop)
     }
 
+    /// Revoke lease `id` with one pass over the endpoints, no retry (the
+    /// lease lapses by itself if this fails: for a job that already lost
+    /// its hold, whose cluster did not answer its renewals).
+    pub(super) fn revoke_once(&self, id: i64) -> EtcdResult<()> {
+        self.call_within(
+            "/v3/lease/revoke",
+            &json!({ "ID": id.to_string() }),
+            Duration::ZERO,
+        )
+        .map(drop)
+    }
+
     /// A transaction; the raw answer (`succeeded`, `responses`, `header`).
     pub(super) fn txn(
         &self,
@@ -309,18 +321,18 @@ impl Client {
     /// Start watching each of `keys` (with `true`: for its deletion only)
     /// from `start` on, all in one stream (one watch each, created by one
     /// request body of several messages); a thread reads the stream and
-    /// calls `on_event` once, at the first event of any of them (with the
-    /// events: deleted or not, and the key-value), or with none at a
-    /// cancellation or an error (a watch is a hint: the caller reads
-    /// again). Events that `skip` rejects (this job's own writes) are
-    /// passed over. The connection, and with it every watch of the stream,
-    /// closes with the thread.
-    pub(super) fn watch_once(
+    /// calls `on_event` with each batch of events (deleted or not, and the
+    /// key-value) for as long as it returns true, and once with none when
+    /// the stream ends: a cancellation, an error, a member going away (a
+    /// watch is a hint: the caller reads again). Events that `skip` rejects
+    /// (this job's own writes) are passed over. The connection, and with it
+    /// every watch of the stream, closes with the thread.
+    pub(super) fn watch_stream(
         &self,
         keys: &[(Vec<u8>, bool)],
         start: i64,
         skip: impl Fn(&Kv) -> bool + Send + 'static,
-        on_event: impl FnOnce(Vec<(bool, Kv)>) + Send + 'static,
+        mut on_event: impl FnMut(Vec<(bool, Kv)>) -> bool + Send + 'static,
     ) {
         let body: String = keys
             .iter()
@@ -340,7 +352,6 @@ impl Client {
             .stack_size(256 * 1024)
             .spawn(move || {
                 let n = endpoints.len();
-                let mut got = Vec::new();
                 for i in 0..n {
                     let url = format!("{}/v3/watch", endpoints[(first + i) % n]);
                     let Ok(resp) = agent
@@ -364,7 +375,7 @@ impl Client {
                         if r["canceled"].as_bool() == Some(true) || v.get("error").is_some() {
                             break;
                         }
-                        got = r["events"]
+                        let got: Vec<(bool, Kv)> = r["events"]
                             .as_array()
                             .map(|es| {
                                 es.iter()
@@ -375,13 +386,13 @@ impl Client {
                                     .collect()
                             })
                             .unwrap_or_default();
-                        if !got.is_empty() {
-                            break;
+                        if !got.is_empty() && !on_event(got) {
+                            return;
                         }
                     }
                     break;
                 }
-                on_event(got);
+                on_event(Vec::new());
             });
     }
 

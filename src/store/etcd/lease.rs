@@ -35,6 +35,8 @@ struct State {
     gone: bool,
     /// The cluster's revision at the last renewal.
     revision: i64,
+    /// When the last acknowledged renewal (or the grant) was sent.
+    sent: Instant,
 }
 
 /// A lease and its renewing thread (stopped when this is dropped).
@@ -52,8 +54,57 @@ fn deadline(sent: Instant, ttl_secs: i64) -> Instant {
         .unwrap_or(sent)
 }
 
+/// How long before the deadline the command is told to stop.
+fn stop_grace(ttl: Duration) -> Duration {
+    (ttl / 3).min(Duration::from_secs(5))
+}
+
+/// How often a lease of `ttl` is renewed, from the send time of the last
+/// acknowledged renewal: every third of the TTL, but early enough before
+/// the stop point (the deadline less [`stop_grace`]) that one failed
+/// renewal can be tried again in time (see [`retry`]): at most 60% of the
+/// way there (15 s: every 5 s; 3 s: every 0.81 s, the stop point being
+/// 1.35 s away).
+pub(super) fn period(ttl: Duration) -> Duration {
+    let stop = ttl
+        .mul_f64(0.95)
+        .saturating_sub(Duration::from_millis(500))
+        .saturating_sub(stop_grace(ttl));
+    (ttl / 3)
+        .min(stop.mul_f64(0.6))
+        .max(Duration::from_millis(100))
+}
+
+/// How soon a renewal that failed is tried again (every endpoint in turn).
+fn retry(period: Duration) -> Duration {
+    Duration::from_millis(500).min(period / 2)
+}
+
+/// Renew lease `id` once (sent now): true if it lives (the deadline moved
+/// on); false if the cluster said it is gone (marked so) or did not answer.
+fn renew(client: &Client, id: i64, state: &Mutex<State>) -> Option<bool> {
+    let sent = Instant::now();
+    match client.keepalive(id) {
+        Ok((ttl, revision)) if ttl > 0 => {
+            if let Ok(mut s) = state.lock() {
+                s.deadline = s.deadline.max(deadline(sent, ttl));
+                s.revision = s.revision.max(revision);
+                s.sent = s.sent.max(sent);
+            }
+            Some(true)
+        }
+        Ok(_) => {
+            if let Ok(mut s) = state.lock() {
+                s.gone = true;
+            }
+            Some(false)
+        }
+        Err(_) => None,
+    }
+}
+
 impl Lease {
-    /// Grant a lease of `ttl` and start renewing it every third of it; the
+    /// Grant a lease of `ttl` and start renewing it (see [`period`]); the
     /// thread writes a byte to `wake` when the cluster says it is gone.
     pub(super) fn grant(client: &Client, ttl: Duration, wake: Arc<OwnedFd>) -> EtcdResult<Lease> {
         let sent = Instant::now();
@@ -62,40 +113,41 @@ impl Lease {
             deadline: deadline(sent, granted),
             gone: false,
             revision: 0,
+            sent,
         }));
         let (stop, stopped) = channel::<()>();
         let granted_ttl = Duration::from_secs(granted.max(1) as u64);
-        let period = granted_ttl / 3;
+        let period = period(granted_ttl);
+        let retry = retry(period);
         let shared = Arc::clone(&state);
         let client = client.clone();
         let _ = std::thread::Builder::new()
             .name(format!("lease-{id:x}"))
             .stack_size(256 * 1024)
             .spawn(move || {
-                let mut wait = period;
+                // The next renewal is due a period after the *send* time of
+                // the last acknowledged one (a slow answer, the grant's
+                // included, does not push it later).
+                let mut wait = shared.lock().map_or(period, |s| {
+                    (s.sent + period).saturating_duration_since(Instant::now())
+                });
                 loop {
                     match stopped.recv_timeout(wait) {
                         Err(RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
-                    let sent = Instant::now();
-                    match client.keepalive(id) {
-                        Ok((ttl, revision)) if ttl > 0 => {
-                            if let Ok(mut s) = shared.lock() {
-                                s.deadline = s.deadline.max(deadline(sent, ttl));
-                                s.revision = s.revision.max(revision);
-                            }
-                            wait = period;
+                    match renew(&client, id, &shared) {
+                        Some(true) => {
+                            wait = shared.lock().map_or(period, |s| {
+                                (s.sent + period).saturating_duration_since(Instant::now())
+                            });
                         }
-                        Ok(_) => {
-                            if let Ok(mut s) = shared.lock() {
-                                s.gone = true;
-                            }
+                        Some(false) => {
                             let _ = nix::unistd::write(&*wake, &[1]);
                             return;
                         }
                         // Unreachable for now: try again soon, on every endpoint.
-                        Err(_) => wait = Duration::from_millis(500).min(period),
+                        None => wait = retry,
                     }
                 }
             });
@@ -107,9 +159,17 @@ impl Lease {
         })
     }
 
+    /// Renew once now, from this thread (before a command starts on a hold
+    /// that is not [`Hold::Safe`]: a grant answered late, a renewal
+    /// missed); the renewing thread goes on from the later send time.
+    pub(super) fn renew_now(&self, client: &Client) -> Hold {
+        let _ = renew(client, self.id, &self.state);
+        self.hold()
+    }
+
     /// How long before the deadline the command is told to stop.
     fn stop_grace(&self) -> Duration {
-        (self.ttl / 3).min(Duration::from_secs(5))
+        stop_grace(self.ttl)
     }
 
     pub(super) fn hold(&self) -> Hold {
@@ -157,5 +217,26 @@ impl Drop for Lease {
     fn drop(&mut self) {
         // The renewing thread ends at its next wake-up.
         self.stop.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewals_leave_room_for_one_retry_before_the_stop_point() {
+        let s = |x: f64| Duration::from_secs_f64(x);
+        assert_eq!(period(s(15.0)), s(5.0));
+        assert!((period(s(3.0)).as_secs_f64() - 0.81).abs() < 1e-9);
+        for ttl in [2.0, 3.0, 5.0, 15.0, 60.0, 3600.0] {
+            let ttl = s(ttl);
+            let stop = ttl.mul_f64(0.95) - s(0.5) - stop_grace(ttl);
+            let p = period(ttl);
+            assert!(p <= ttl / 3, "{ttl:?}");
+            // A renewal due at `p` that fails is tried again, still
+            // before the stop point.
+            assert!(p + retry(p) < stop, "{ttl:?}: {p:?} vs {stop:?}");
+        }
     }
 }

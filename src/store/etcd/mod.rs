@@ -157,8 +157,13 @@ impl Wake {
     }
 
     /// Watch each of `keys` (with `true`: for its deletion only) from
-    /// revision `from`, in one stream, but those a stream still watches
-    /// (once per key until it fires: the stream's first event ends it).
+    /// revision `from`, in one stream, but those a stream still watches.
+    /// A stream ends at its first batch of events unless that batch
+    /// rewrote a key it watches (a grant of this job's record by a
+    /// hand-off, a mark): the key is still there and would be watched
+    /// again at once, so the stream goes on instead (one stream less per
+    /// job). Any end of a stream wakes the job, which reads and watches
+    /// again what it needs.
     fn watch_all(&self, client: &Client, keys: &[(&[u8], bool)], from: i64) {
         let mut armed: Vec<(Vec<u8>, bool)> = Vec::new();
         if let Ok(mut w) = self.watching.lock() {
@@ -177,8 +182,9 @@ impl Wake {
         let own = Arc::clone(&self.own_writes);
         let ks: Vec<Vec<u8>> = armed.iter().map(|(k, _)| k.clone()).collect();
         let skip = move |kv: &Kv| own.lock().is_ok_and(|o| o.contains(&kv.value));
-        client.watch_once(&armed, from, skip, move |got| {
-            if let Ok(mut w) = watching.lock() {
+        client.watch_stream(&armed, from, skip, move |got| {
+            let keep = got.iter().any(|(deleted, _)| !deleted);
+            if !keep && let Ok(mut w) = watching.lock() {
                 for k in &ks {
                     w.remove(k);
                 }
@@ -187,6 +193,7 @@ impl Wake {
                 e.extend(got);
             }
             let _ = nix::unistd::write(&*wake, &[1]);
+            keep
         });
     }
 
@@ -319,10 +326,15 @@ struct Cut {
 }
 
 impl EtcdJob {
+    /// Queue a job: a lease, its records and details in one transaction
+    /// (which also reads its first decision's cut), deleting `stale` (the
+    /// keys of the lease a re-entering job gave up, should its revoke not
+    /// have reached the cluster: no ghost of it stays ahead in the queue).
     fn enqueue(
         store: &EtcdStore,
         info: &JobInfo,
         opts: Options,
+        stale: &[Vec<u8>],
     ) -> Result<Entered<EtcdJob, EtcdJoined>> {
         loop {
             let wake = Wake::new()?;
@@ -350,6 +362,7 @@ impl EtcdJob {
                 &serde_json::to_vec(&info).unwrap_or_default(),
                 lease.id,
             ));
+            puts.extend(stale.iter().map(|k| op_delete(k)));
             let name_key = store.keys.name(&info.name);
             // The first decision's read, in the same transaction (a read
             // after the puts sees them): one round trip less.
@@ -583,12 +596,19 @@ impl EtcdJob {
 
     /// The job's lease lapsed while it waited: its records are gone. Join
     /// the queue again under a new lease (a new place), and say so.
+    /// Said once it is queued again (an attempt while the cluster is away
+    /// fails, and is made again).
     fn reenter(&mut self) -> Result<()> {
-        crate::progress::say(&format!(
-            "baton: the etcd lease of job {} lapsed while it waited; joining the queue again\n",
-            self.seq
-        ));
-        let _ = self.client.revoke(self.lease.id);
+        // Lapsing anyway: one try, no wait on a cluster that is away; if
+        // it did not get through, the new enqueue deletes the old keys.
+        let stale: Vec<Vec<u8>> = match self.client.revoke_once(self.lease.id) {
+            Ok(()) => Vec::new(),
+            Err(_) => {
+                let mut k = self.records.clone();
+                k.push(self.keys.job(self.lease.id));
+                k
+            }
+        };
         let store = EtcdStore {
             client: self.client.clone(),
             keys: self.keys.clone(),
@@ -601,8 +621,12 @@ impl EtcdJob {
             coalesce: false,
             ..self.opts
         };
-        match EtcdJob::enqueue(&store, &info, opts)? {
+        match EtcdJob::enqueue(&store, &info, opts, &stale)? {
             Entered::Queued(job, _) => {
+                crate::progress::say(&format!(
+                    "baton: the etcd lease of job {} lapsed while it waited; joining the queue again as job {}\n",
+                    self.seq, job.seq
+                ));
                 *self = job;
                 Ok(())
             }
@@ -825,6 +849,17 @@ impl EtcdJob {
         ))
     }
 
+    /// Revoke its lease, deleting its keys; one quick try if its hold is
+    /// no longer safe (its renewals went unanswered: the lease lapses by
+    /// itself, and an exit is not held up by a cluster that is away).
+    fn revoke(&self) {
+        let _ = if self.lease.hold() == Hold::Safe {
+            self.client.revoke(self.lease.id)
+        } else {
+            self.client.revoke_once(self.lease.id)
+        };
+    }
+
     /// This job's own first record, as the cluster has it now.
     /// What it knew of its own record since the last wake-up is still
     /// true: any change of it comes as an event on its own watch, which
@@ -848,7 +883,7 @@ impl Store for EtcdStore {
     type Joined = EtcdJoined;
 
     fn enqueue(&self, info: &JobInfo, opts: Options) -> Result<Entered<EtcdJob, EtcdJoined>> {
-        EtcdJob::enqueue(self, info, opts)
+        EtcdJob::enqueue(self, info, opts, &[])
     }
 
     fn snapshot(&self) -> Result<Vec<LiveJob>> {
@@ -1102,6 +1137,16 @@ impl QueuedJob for EtcdJob {
     /// it gets SIGKILL when baton dies. It inherits the run lock, so that
     /// baton sees when its last process is gone.
     fn prepare_spawn(&mut self, cmd: &mut Command) -> Result<()> {
+        // Granted on a hold that is not safe (its grant or last renewal was
+        // answered late: a cluster healing, a loaded host): renew once
+        // first; a command started now would be stopped at once.
+        if self.lease.hold() != Hold::Safe && self.lease.renew_now(&self.client) != Hold::Safe {
+            let _ = self.client.revoke_once(self.lease.id);
+            return Err(Error::Unavailable(format!(
+                "etcd: job {} was granted, but its lease could not be renewed in time to start the command (not started)",
+                self.seq
+            )));
+        }
         let run = RunLock::new()?;
         if let Some(h) = &run.holder {
             nix::fcntl::fcntl(
@@ -1211,7 +1256,7 @@ impl QueuedJob for EtcdJob {
     }
 
     fn leave(self) {
-        let _ = self.client.revoke(self.lease.id);
+        self.revoke();
     }
 
     fn finish(self, status: i32) -> u32 {
@@ -1236,10 +1281,12 @@ impl QueuedJob for EtcdJob {
                 Vec::new(),
             );
         }
-        if let Some(cut) = &self.after_grant {
+        if let Some(cut) = &self.after_grant
+            && self.lease.hold() == Hold::Safe
+        {
             self.hand_off(cut);
         }
-        let _ = self.client.revoke(self.lease.id);
+        self.revoke();
         joiners
     }
 
