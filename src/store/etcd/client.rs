@@ -59,6 +59,10 @@ pub(super) type EtcdResult<T> = Result<T, EtcdError>;
 pub(crate) struct Client {
     endpoints: Vec<String>,
     agent: ureq::Agent,
+    /// Watch streams have their own agent: a stream must not take the
+    /// pooled connection of the calls (the next call would then connect
+    /// anew, through a gateway: two handshakes on a hand-off's path).
+    streams: ureq::Agent,
     /// The endpoint that answered last.
     current: std::sync::Arc<AtomicUsize>,
 }
@@ -137,14 +141,17 @@ impl Client {
                 ));
             }
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_millis(500)))
-            .build()
-            .into();
+        let agent = || -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_millis(500)))
+                .build()
+                .into()
+        };
         Ok(Client {
             endpoints,
-            agent,
+            agent: agent(),
+            streams: agent(),
             current: std::sync::Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -318,8 +325,9 @@ impl Client {
         Ok((kvs(&v), int(&v["header"]["revision"])))
     }
 
-    /// Start watching each of `keys` (with `true`: for its deletion only)
-    /// from `start` on, all in one stream (one watch each, created by one
+    /// Start watching each of `keys` (`(key, prefix, deletes_only)`: with
+    /// `prefix`, every key under it; with `deletes_only`, for deletions
+    /// only) from `start` on, all in one stream (one watch each, created by one
     /// request body of several messages); a thread reads the stream and
     /// calls `on_event` with each batch of events (deleted or not, and the
     /// key-value) for as long as it returns true, and once with none when
@@ -329,15 +337,18 @@ impl Client {
     /// every watch of the stream, closes with the thread.
     pub(super) fn watch_stream(
         &self,
-        keys: &[(Vec<u8>, bool)],
+        keys: &[(Vec<u8>, bool, bool)],
         start: i64,
         skip: impl Fn(&Kv) -> bool + Send + 'static,
         mut on_event: impl FnMut(Vec<(bool, Kv)>) -> bool + Send + 'static,
     ) {
         let body: String = keys
             .iter()
-            .map(|(key, deletes_only)| {
+            .map(|(key, prefix, deletes_only)| {
                 let mut req = json!({ "key": b64(key), "start_revision": start.to_string() });
+                if *prefix {
+                    req["range_end"] = Value::String(b64(&prefix_end(key)));
+                }
                 if *deletes_only {
                     req["filters"] = json!(["NOPUT"]);
                 }
@@ -346,7 +357,7 @@ impl Client {
             .collect();
         let endpoints = self.endpoints.clone();
         let first = self.current.load(Ordering::Relaxed);
-        let agent = self.agent.clone();
+        let agent = self.streams.clone();
         let _ = std::thread::Builder::new()
             .name("watch".into())
             .stack_size(256 * 1024)
@@ -408,7 +419,7 @@ impl Client {
         let key = b64(prefix);
         let end = b64(&prefix_end(prefix));
         let endpoints = self.endpoints.clone();
-        let agent = self.agent.clone();
+        let agent = self.streams.clone();
         std::thread::spawn(move || {
             let mut next = start;
             let mut k = 0usize;

@@ -57,6 +57,7 @@ use self::client::{
 use self::keys::{Keys, RecordValue};
 pub(crate) use self::lease::Hold;
 use self::lease::Lease;
+use self::view::View;
 use super::local::ofd::{self, JobByte};
 use super::{
     Attempt, Cancel, Cancelled, Changes, Claim, Entered, Holder, JoinedRun, LiveJob, Options,
@@ -71,6 +72,7 @@ mod client;
 mod fuzz;
 mod keys;
 mod lease;
+mod view;
 
 /// `--etcd-prefix`, `--etcd-ttl` and the endpoints, as given.
 #[derive(Clone, Debug)]
@@ -165,11 +167,11 @@ impl Wake {
     /// job). Any end of a stream wakes the job, which reads and watches
     /// again what it needs.
     fn watch_all(&self, client: &Client, keys: &[(&[u8], bool)], from: i64) {
-        let mut armed: Vec<(Vec<u8>, bool)> = Vec::new();
+        let mut armed: Vec<(Vec<u8>, bool, bool)> = Vec::new();
         if let Ok(mut w) = self.watching.lock() {
             for (key, deletes_only) in keys {
                 if w.insert(key.to_vec()) {
-                    armed.push((key.to_vec(), *deletes_only));
+                    armed.push((key.to_vec(), false, *deletes_only));
                 }
             }
         }
@@ -180,7 +182,7 @@ impl Wake {
         let watching = Arc::clone(&self.watching);
         let events = Arc::clone(&self.events);
         let own = Arc::clone(&self.own_writes);
-        let ks: Vec<Vec<u8>> = armed.iter().map(|(k, _)| k.clone()).collect();
+        let ks: Vec<Vec<u8>> = armed.iter().map(|(k, _, _)| k.clone()).collect();
         let skip = move |kv: &Kv| own.lock().is_ok_and(|o| o.contains(&kv.value));
         client.watch_stream(&armed, from, skip, move |got| {
             let keep = got.iter().any(|(deleted, _)| !deleted);
@@ -287,6 +289,11 @@ pub(crate) struct EtcdJob {
     retry_at: Option<Instant>,
     /// The queues of its resources as its own grant left them.
     after_grant: Option<Cut>,
+    /// Its grant's answer, with the read of its queues at that response,
+    /// until the spawn (which starts the live view from it).
+    base: Option<(Value, usize)>,
+    /// The live view of its queues while its command runs.
+    view: Option<View>,
     /// The read its enqueue made in the same transaction, for its first
     /// decision (one round trip less per job).
     first_cut: Option<Cut>,
@@ -418,6 +425,8 @@ impl EtcdJob {
                 seen: Vec::new(),
                 retry_at: None,
                 after_grant: None,
+                base: None,
+                view: None,
                 first_cut: None,
                 own_cache: std::cell::RefCell::new(None),
                 wake,
@@ -445,10 +454,27 @@ impl EtcdJob {
     /// The cut in the responses of txn `v`, from response `at` on.
     fn parse_cut(&self, v: &Value, at: usize) -> Cut {
         let n = self.info.resources.len();
+        let records = (0..n).map(|i| txn_range(v, at + i)).collect();
+        let guards = (0..n)
+            .map(|i| txn_range(v, at + n + i).into_iter().next())
+            .collect();
+        let own = txn_range(v, at + 2 * n).into_iter().next();
+        self.build_cut(int(&v["header"]["revision"]), records, guards, own)
+    }
+
+    /// A cut from what was read at `revision`: each resource's records,
+    /// each guard, its own first record.
+    fn build_cut(
+        &self,
+        revision: i64,
+        records: Vec<Vec<Kv>>,
+        guards: Vec<Option<Kv>>,
+        own: Option<Kv>,
+    ) -> Cut {
         let mut others = Vec::new();
-        for (i, r) in self.info.resources.iter().enumerate() {
+        for (r, kvs) in self.info.resources.iter().zip(records) {
             let key = crate::store::local::key_of(&r.name);
-            for kv in txn_range(v, at + i) {
+            for kv in kvs {
                 if kv.lease == self.lease.id {
                     continue;
                 }
@@ -461,23 +487,35 @@ impl EtcdJob {
                 }
             }
         }
-        let guards = (0..n)
-            .map(|i| {
-                txn_range(v, at + n + i)
-                    .first()
-                    .map_or(0, |kv| kv.mod_revision)
-            })
+        let guards = guards
+            .iter()
+            .map(|g| g.as_ref().map_or(0, |kv| kv.mod_revision))
             .collect();
-        let own = txn_range(v, at + 2 * n)
-            .into_iter()
-            .next()
-            .and_then(|kv| RecordValue::decode(&kv.value).map(|rv| (kv, rv)));
+        let own = own.and_then(|kv| RecordValue::decode(&kv.value).map(|rv| (kv, rv)));
         Cut {
-            revision: int(&v["header"]["revision"]),
+            revision,
             others,
             guards,
             own,
         }
+    }
+
+    /// Keep a live view of its queues from the read at response `at` of
+    /// txn answer `v`, for the hand-off at its end.
+    fn start_view(&mut self, v: &Value, at: usize) {
+        let prefixes = self
+            .info
+            .resources
+            .iter()
+            .map(|r| self.keys.resource(&r.name))
+            .collect();
+        let guards = self
+            .info
+            .resources
+            .iter()
+            .map(|r| self.keys.guard(&r.name))
+            .collect();
+        self.view = Some(View::start(&self.client, v, at, prefixes, guards));
     }
 
     /// Granted, by its own transaction or by a finishing holder's hand-off,
@@ -567,13 +605,15 @@ impl EtcdJob {
     /// Hand off (see [`EtcdJob::hand_off_plan`]) from the queues as its
     /// grant left them; if they changed since, the failed transaction
     /// reads them afresh and the hand-off is planned again, once.
-    fn hand_off(&self, first: &Cut) -> bool {
+    /// With `live` (`first` is the live view), nobody waiting in it means
+    /// nobody to hand off to: no read.
+    fn hand_off(&self, first: &Cut, live: bool) -> bool {
         let mut cut = None;
         for _ in 0..2 {
             let plan = match self.hand_off_plan(cut.as_ref().unwrap_or(first)) {
                 Some(p) => p,
                 // Nobody waited at its grant: whoever came since is read.
-                None if cut.is_none() => match self.cut() {
+                None if cut.is_none() && !live => match self.cut() {
                     Ok(c) => {
                         cut = Some(c);
                         continue;
@@ -689,6 +729,7 @@ impl EtcdJob {
         let cut = self.parse_cut(&v, at);
         let own = cut.own.as_ref().map(|(_, rv)| rv.clone());
         self.after_grant = Some(cut);
+        self.base = Some((v, at));
         self.granted_at(rev, own);
         Ok(true)
     }
@@ -1177,14 +1218,30 @@ impl QueuedJob for EtcdJob {
     /// A job granted by a finishing holder's hand-off did not read its
     /// queues in its grant: it reads them now, while its command runs, so
     /// that it can hand off in turn (a change meanwhile fails the
-    /// hand-off's compare, whose answer carries a fresh read).
+    /// hand-off's compare, whose answer carries a fresh read). If its
+    /// command still runs then, it keeps a live view of its queues from
+    /// that read (or its grant's), so that waiters who come during the run
+    /// are handed off to in one transaction.
     fn spawned(&mut self, pid: i32) {
         self.child = Some(pid);
         if let Some(run) = &mut self.run {
             run.holder = None;
         }
-        if self.after_grant.is_none() {
-            self.after_grant = self.cut().ok();
+        let base = match self.base.take() {
+            Some(b) => Some(b),
+            None => self
+                .client
+                .txn(Vec::new(), self.cut_ops(), Vec::new())
+                .ok()
+                .map(|v| (v, 0)),
+        };
+        if let Some((v, at)) = base {
+            if self.after_grant.is_none() {
+                self.after_grant = Some(self.parse_cut(&v, at));
+            }
+            if self.run.as_ref().is_some_and(RunLock::held) {
+                self.start_view(&v, at);
+            }
         }
     }
 
@@ -1224,6 +1281,8 @@ impl QueuedJob for EtcdJob {
 
     fn requeue(&mut self) -> Result<u8> {
         self.after_grant = None;
+        self.base = None;
+        self.view = None;
         *self.own_cache.borrow_mut() = None;
         let _ = self.wake.take_events();
         self.preemptions = self.preemptions.saturating_add(1);
@@ -1281,10 +1340,21 @@ impl QueuedJob for EtcdJob {
                 Vec::new(),
             );
         }
-        if let Some(cut) = &self.after_grant
-            && self.lease.hold() == Hold::Safe
-        {
-            self.hand_off(cut);
+        if self.lease.hold() == Hold::Safe {
+            let live = self
+                .view
+                .as_ref()
+                .and_then(View::snapshot)
+                .map(|(rev, records, guards)| self.build_cut(rev, records, guards, None));
+            match (live, &self.after_grant) {
+                (Some(cut), _) => {
+                    self.hand_off(&cut, true);
+                }
+                (None, Some(cut)) => {
+                    self.hand_off(cut, false);
+                }
+                (None, None) => {}
+            }
         }
         self.revoke();
         joiners
