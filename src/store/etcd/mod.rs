@@ -503,18 +503,12 @@ impl EtcdJob {
     /// Keep a live view of its queues from the read at response `at` of
     /// txn answer `v`, for the hand-off at its end.
     fn start_view(&mut self, v: &Value, at: usize) {
-        let prefixes = self
+        let (prefixes, guards) = self
             .info
             .resources
             .iter()
-            .map(|r| self.keys.resource(&r.name))
-            .collect();
-        let guards = self
-            .info
-            .resources
-            .iter()
-            .map(|r| self.keys.guard(&r.name))
-            .collect();
+            .map(|r| (self.keys.resource(&r.name), self.keys.guard(&r.name)))
+            .unzip();
         self.view = Some(View::start(&self.client, v, at, prefixes, guards));
     }
 
