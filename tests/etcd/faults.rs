@@ -658,3 +658,43 @@ fn quorum_loss_and_heal() {
         eprintln!("waiter stderr: {:?}", w.stderr());
     }
 }
+
+/// A job of more resources than one etcd transaction can grant (its
+/// operations over `--max-txn-ops`, 128): refused before anything is
+/// written, one line, 64 (it looped on "trying again" before). The most
+/// that fit (31, with `--coalesce`) are granted at once and run.
+#[test]
+fn more_resources_than_a_transaction_holds_are_refused_with_64() {
+    let c = cluster!("toomany");
+    let names = |n: usize| -> Vec<String> { (0..n).map(|i| format!("r{i}")).collect() };
+    let args = |n: usize, extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        for r in names(n) {
+            a.push("-l".into());
+            a.push(r);
+        }
+        a
+    };
+    let fence = c.path("fence");
+    let a31 = args(31, &["-q", "--coalesce"]);
+    let a31: Vec<&str> = a31.iter().map(String::as_str).collect();
+    let mut ok = c.spawn_sh(
+        0,
+        "ok",
+        &a31,
+        &format!("echo $BATON_FENCE > {}", fence.display()),
+    );
+    ok.assert_clean_exit(0);
+    assert!(
+        !read_lines(&fence).is_empty(),
+        "31 resources: the command ran"
+    );
+    let a32 = args(32, &["-q"]);
+    let a32: Vec<&str> = a32.iter().map(String::as_str).collect();
+    let mut refused = c.spawn_sh(1, "refused", &a32, "echo ran");
+    let st = refused.wait_within(Duration::from_secs(5));
+    let err = refused.stderr();
+    assert_eq!(st, Some(64), "{err:?}");
+    one_line_saying(&err, "at most 31 resources");
+    c.assert_idle(0);
+}

@@ -33,6 +33,16 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// How long a call keeps trying before the cluster counts as unreachable.
+/// etcd's default `--max-txn-ops`: the most operations of each branch of
+/// a transaction.
+pub(super) const MAX_TXN_OPS: usize = 128;
+
+/// The most resources of one job on etcd: its grant writes each record and
+/// guard and reads each queue, guard and its own record (4n + 2, and one
+/// more for `--coalesce`); a re-entering job's enqueue deletes its old
+/// records too (4n + 3).
+pub(crate) const MAX_RESOURCES: usize = (MAX_TXN_OPS - 4) / 4;
+
 pub(super) const RETRY_BUDGET: Duration = Duration::from_secs(3);
 
 /// What went wrong talking to the cluster.
@@ -145,6 +155,11 @@ impl Client {
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_connect(Some(Duration::from_millis(500)))
+                // etcd's answers have short headers; ureq's 128 KiB
+                // buffers per connection cost a job page faults.
+                .input_buffer_size(16 * 1024)
+                .output_buffer_size(16 * 1024)
+                .max_response_header_size(16 * 1024)
                 .build()
                 .into()
         };
@@ -255,6 +270,12 @@ impl Client {
                 .or_else(|| v["error"].as_str())
                 .unwrap_or("error")
                 .to_string();
+            // A transaction over etcd's limit stays so on every member.
+            if msg.contains("too many operations") {
+                return Err(CallError::Fatal(format!(
+                    "etcd refused a request ({path}): {msg}"
+                )));
+            }
             // No leader, a member shutting down, a timeout: another member may do.
             return Err(CallError::Retry(format!("HTTP {status}: {msg}")));
         }

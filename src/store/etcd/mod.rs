@@ -343,6 +343,14 @@ impl EtcdJob {
         opts: Options,
         stale: &[Vec<u8>],
     ) -> Result<Entered<EtcdJob, EtcdJoined>> {
+        if info.resources.len() > client::MAX_RESOURCES {
+            return Err(Error::Usage(format!(
+                "--etcd: at most {} resources per job (etcd takes at most {} operations in a transaction); {} given",
+                client::MAX_RESOURCES,
+                client::MAX_TXN_OPS,
+                info.resources.len()
+            )));
+        }
         loop {
             let wake = Wake::new()?;
             let lease = Lease::grant(&store.client, store.ttl, Arc::clone(&wake.w))?;
@@ -566,6 +574,11 @@ impl EtcdJob {
             };
             if queue::decide(&request, &view) != Decision::Grant {
                 continue;
+            }
+            // Within etcd's limit (its guard puts come last): the waiters
+            // past it decide for themselves.
+            if ops.len() + recs.len() + 1 + self.info.resources.len() > client::MAX_TXN_OPS {
+                break;
             }
             for e in entries.iter_mut().filter(|e| e.rank.seq == rank.seq) {
                 e.state = State::Running;
@@ -1266,10 +1279,14 @@ impl QueuedJob for EtcdJob {
             .try_clone()
             .map_err(|e| Error::Internal(format!("run lock: {e}")))?;
         let wake = Arc::clone(&self.wake.w);
-        std::thread::spawn(move || {
-            let _ = ofd::wait_released(&probe, JobByte::Run);
-            let _ = nix::unistd::write(&*wake, &[1]);
-        });
+        std::thread::Builder::new()
+            .name("run-lock".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = ofd::wait_released(&probe, JobByte::Run);
+                let _ = nix::unistd::write(&*wake, &[1]);
+            })
+            .map_err(|e| Error::Internal(format!("run lock: a thread: {e}")))?;
         Ok(false)
     }
 
