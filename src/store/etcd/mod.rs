@@ -287,10 +287,12 @@ pub(crate) struct EtcdJob {
     seen: Vec<(Seq, RecordValue)>,
     /// The cluster did not answer the last decision: when to try again.
     retry_at: Option<Instant>,
-    /// The queues of its resources as its own grant left them.
+    /// The queues of its resources as its grant left them (read from
+    /// `base` at the spawn), for the hand-off at its end.
     after_grant: Option<Cut>,
-    /// Its grant's answer, with the read of its queues at that response,
-    /// until the spawn (which starts the live view from it).
+    /// Its own grant's answer, with the read of its queues at that
+    /// response, until the spawn (which parses it and starts the live view
+    /// from it).
     base: Option<(Value, usize)>,
     /// The live view of its queues while its command runs.
     view: Option<View>,
@@ -734,8 +736,7 @@ impl EtcdJob {
         }
         let rev = int(&v["header"]["revision"]);
         let cut = self.parse_cut(&v, at);
-        let own = cut.own.as_ref().map(|(_, rv)| rv.clone());
-        self.after_grant = Some(cut);
+        let own = cut.own.map(|(_, rv)| rv);
         self.base = Some((v, at));
         self.granted_at(rev, own);
         Ok(true)
@@ -1243,9 +1244,7 @@ impl QueuedJob for EtcdJob {
                 .map(|v| (v, 0)),
         };
         if let Some((v, at)) = base {
-            if self.after_grant.is_none() {
-                self.after_grant = Some(self.parse_cut(&v, at));
-            }
+            self.after_grant = Some(self.parse_cut(&v, at));
             if self.run.as_ref().is_some_and(RunLock::held) {
                 self.start_view(&v, at);
             }
