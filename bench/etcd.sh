@@ -57,6 +57,12 @@
 #   BUILD=1             cargo build --release --target $TARGET first
 #   TARGET=x86_64-unknown-linux-musl  the build measured (the static one)
 #   BATON_BIN=path      use this baton binary (implies BUILD=0)
+#   FLOOR=0             1: also drain etcd's own lock recipe in Rust
+#                       (bench/floor, `recipe`: over gRPC and over the JSON
+#                       gateway, each plain and with baton's two queue reads
+#                       a job) in the same rounds: the floor under baton's
+#                       drain. Builds bench/floor first (needs protoc)
+#   RECIPE_BIN=path     use this `recipe` binary (FLOOR=1 without building)
 #   ETCD=/usr/bin/etcd  ETCDCTL=/usr/bin/etcdctl
 #   KEEP=0              1: keep the scratch directory (raw data, logs)
 #
@@ -93,6 +99,7 @@ TARGET=${TARGET-$(uname -m)-unknown-linux-musl}
 ETCD=${ETCD:-/usr/bin/etcd}
 ETCDCTL=${ETCDCTL:-/usr/bin/etcdctl}
 KEEP=${KEEP:-0}
+FLOOR=${FLOOR:-0}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -152,6 +159,22 @@ git -C "$repo" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
 BATON_SUM=$(sha256sum "$BATON" | cut -c1-12)
 BATON_KIND=$(file -b "$BATON" 2>/dev/null | cut -d, -f1-2 || echo '?')
 "$BATON" run --help 2>/dev/null | grep -q -- '--etcd' || die "$BATON has no --etcd option"
+
+# The floor (FLOOR=1): etcd's lock recipe in Rust, bench/floor.
+DRAIN_TOOLS=(baton etcdctl)
+if [[ $FLOOR == 1 ]]; then
+    if [[ -n ${RECIPE_BIN:-} ]]; then
+        RECIPE=$RECIPE_BIN
+    else
+        ftarget=${CARGO_TARGET_DIR:-$repo/target}/floor
+        say "cargo build --release --manifest-path bench/floor/Cargo.toml"
+        cargo build --release --quiet --locked --manifest-path "$repo/bench/floor/Cargo.toml" --target-dir "$ftarget" >&2 ||
+            die "could not build bench/floor (tonic's build needs protoc: apt-get install protobuf-compiler)"
+        RECIPE=$ftarget/release/recipe
+    fi
+    [[ -x $RECIPE ]] || die "recipe binary not found at $RECIPE"
+    DRAIN_TOOLS+=(recipe-grpc recipe-json recipe-grpc-reads recipe-json-reads)
+fi
 
 # --- ports ------------------------------------------------------------------
 CPORT=() PPORT=() GPORT=()
@@ -432,9 +455,18 @@ drain() {
             "$BATON" run -q --etcd "${GW[i % 3]}" --etcd-prefix "$prefix" -l x -- true >>"$log" 2>&1 &
             pids+=($!)
         done
-    else
+    elif [[ $tool == etcdctl ]]; then
         for (( i = 0; i < N; i++ )); do
             "$ETCDCTL" --endpoints="${GW[i % 3]}" lock "$name" true >>"$log" 2>&1 &
+            pids+=($!)
+        done
+    else
+        # recipe-API[-reads]: bench/floor's recipe, on its own lock name.
+        local api=${tool#recipe-}; api=${api%-reads}
+        local reads=(); [[ $tool == *-reads ]] && reads=(--reads)
+        name=bench-$tool-$round
+        for (( i = 0; i < N; i++ )); do
+            "$RECIPE" "$api" "${reads[@]}" "${GW[i % 3]}" "$name" -- true >>"$log" 2>&1 &
             pids+=($!)
         done
     fi
@@ -479,11 +511,12 @@ drain() {
 }
 
 if [[ $DRAIN == 1 ]]; then
-    say "drain: N=$N over 3 hosts, $ROUNDS rounds (+1 warm-up), baton and etcdctl lock interleaved"
-    drain baton 0; drain etcdctl 0
+    say "drain: N=$N over 3 hosts, $ROUNDS rounds (+1 warm-up), ${DRAIN_TOOLS[*]} interleaved"
+    for tool in "${DRAIN_TOOLS[@]}"; do drain "$tool" 0; done
     for (( r = 1; r <= ROUNDS; r++ )); do
-        # Alternate which tool goes first, so neither always follows the other.
-        if (( r % 2 )); then order=(baton etcdctl); else order=(etcdctl baton); fi
+        # Rotate which tool goes first, so none always follows the same one.
+        k=$(( (r - 1) % ${#DRAIN_TOOLS[@]} ))
+        order=("${DRAIN_TOOLS[@]:k}" "${DRAIN_TOOLS[@]:0:k}")
         for tool in "${order[@]}"; do
             sleep "$PAUSE"
             drain "$tool" "$r"
@@ -682,18 +715,24 @@ fi
 # --- report ------------------------------------------------------------------------
 hist_meta="off (BATON_HISTORY= empty)"
 [[ $HISTORY == 1 ]] && hist_meta="on, one file in the scratch directory"
+floor_meta=()
+if [[ -n ${RECIPE:-} ]]; then
+    fv=$(grep -A1 '^name = "etcd-client"' "$repo/bench/floor/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')
+    floor_meta=(--meta "floor=$RECIPE (bench/floor: etcd's lock recipe in Rust; etcd-client $fv over gRPC, ureq over the JSON gateway)")
+fi
 unc_timer=$UNC_MODE; [[ $UNC_MODE == hyperfine ]] && unc_timer=$(hyperfine --version)
 python3 "$PY" report \
     --drain "$DRAIN_TSV" --drain-metrics "$SCRATCH/drainm" --handover "$HO_TSV" --idle "$IDLE_DIR" --notes "$NOTES" \
     --uncontended "$( [[ $UNC_MODE != none ]] && echo "$UNC_JSON" || true)" --uncontended-mode "$UNC_MODE" \
     --n "$N" --rounds "$ROUNDS" --drain-ran "$DRAIN" --unc-runs "$UNC_RUNS" --samples "$HANDOVER" \
     --idle-secs "$IDLE_SECS" --clk-tck "$(getconf CLK_TCK)" --settle "$SETTLE" \
-    --command "$(env | grep -E '^(ROUNDS|N|DRAIN|UNCONTENDED|UNC_RUNS|UNC_WARMUP|HANDOVER|SETTLE|IDLE|IDLE_SECS|IDLE_WAITERS|IDLE_TTLS|IDLE_ETCDCTL|PORT_BASE|HISTORY|BUILD|TARGET|BATON_BIN)=' | sort | sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')bash bench/etcd.sh" \
+    --command "$(env | grep -E '^(ROUNDS|N|DRAIN|FLOOR|UNCONTENDED|UNC_RUNS|UNC_WARMUP|HANDOVER|SETTLE|IDLE|IDLE_SECS|IDLE_WAITERS|IDLE_TTLS|IDLE_ETCDCTL|PORT_BASE|HISTORY|BUILD|TARGET|BATON_BIN)=' | sort | sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')bash bench/etcd.sh" \
     --meta "baton=$BATON (sha256 $BATON_SUM…, $BATON_KIND)" \
     --meta "built from=$BUILT_FROM" \
     --meta "etcd=$ETCD_VERSION; $("$ETCDCTL" version | head -n 1)" \
     --meta "cluster=3 members on loopback (clients ${CPORT[*]}), data on $(findmnt -n -o FSTYPE -T "$DATA" 2>/dev/null | head -n 1 || stat -f -c %T "$DATA") ($DATA_ROOT), --heartbeat-interval 100 --election-timeout 1000; 3 hosts = 3 \`etcd gateway start\` (${GPORT[*]}), each host's jobs on its own gateway's URL" \
     --meta "baton history=$hist_meta" \
+    "${floor_meta[@]}" \
     --meta "uncontended timer=$unc_timer" \
     --meta "machine=$(nproc) cores, $(uname -sr), load before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%MZ)"

@@ -32,7 +32,12 @@ ANCHOR_UNC_MS = 25.2         # an uncontended etcdctl lock (the issue's VM)
 LABEL = {
     "baton": "baton (`baton run -q --etcd GW -l x -- true`)",
     "etcdctl": "etcdctl lock (`etcdctl --endpoints=GW lock x true`)",
+    "recipe-grpc": "floor: etcd's lock recipe in Rust, gRPC (`recipe grpc GW x -- true`)",
+    "recipe-json": "floor: the recipe, JSON gateway (`recipe json GW x -- true`)",
+    "recipe-grpc-reads": "floor: the recipe, gRPC, + baton's 2 queue reads (`recipe grpc --reads ...`)",
+    "recipe-json-reads": "floor: the recipe, JSON, + baton's 2 queue reads (`recipe json --reads ...`)",
 }
+TOOLS = list(LABEL)   # the drain's tools, in the order of the tables
 
 
 def verdict(ok):
@@ -194,7 +199,7 @@ def drain_requests(w, root):
     w("")
     w("| tool | messages / job | by method, per job |")
     w("|---|---:|---|")
-    for t in ("baton", "etcdctl"):
+    for t in TOOLS:
         if not jobs[t]:
             continue
         tot = sum(per[t].values()) / jobs[t]
@@ -248,7 +253,7 @@ def drain_cpu(w, root):
     w("")
     w("| tool | jobs | gateways | members | machine busy | machine idle |")
     w("|---|---:|---:|---:|---:|---:|")
-    for t in ("baton", "etcdctl"):
+    for t in TOOLS:
         if t not in rows:
             continue
         r = rows[t]
@@ -336,7 +341,7 @@ def cmd_report(argv):
         w("| tool | median ms/job | median wall ms | min–max ms/job | rounds ok |")
         w("|---|---:|---:|---:|---:|")
         med = {}
-        for t in ("baton", "etcdctl"):
+        for t in [t for t in TOOLS if t in per_job or failed[t]]:
             v = list(per_job[t].values())
             if not v:
                 w(f"| {LABEL[t]} | FAILED | | | 0/{failed[t]} |")
@@ -362,6 +367,22 @@ def cmd_report(argv):
         else:
             claims.append((f"drain: baton's per-job cost at most {CLAIM_DRAIN_RATIO}x etcdctl lock's",
                            "no complete drain", "**not measured**"))
+        floor = [t for t in TOOLS if t.startswith("recipe-") and t in med]
+        if floor and "etcdctl" in med:
+            w("The floor (FLOOR=1, bench/floor): etcd's own lock recipe (client/v3/concurrency's "
+              "Mutex, what etcdctl lock runs: lease, put, wait for the predecessor's deletion, "
+              "delete, revoke) in Rust, no priorities; *+ reads* also reads the whole queue in "
+              "its enqueue and when granted, as baton's decisions do. Ratios to etcdctl lock, "
+              "same rounds (medians; paired):")
+            w("")
+            w("| tool | ms/job | / etcdctl lock | paired | / baton |")
+            w("|---|---:|---:|---:|---:|")
+            for t in floor:
+                pr = [per_job[t][r] / per_job["etcdctl"][r] for r in per_job[t] if r in per_job["etcdctl"]]
+                vs_b = f"{ratio(med[t] / med['baton'])}" if "baton" in med else "–"
+                w(f"| {t} | {f3(med[t])} | {ratio(med[t] / med['etcdctl'])} | "
+                  f"{ratio(statistics.median(pr)) if pr else '–'} | {vs_b} |")
+            w("")
         drain_requests(w, a.drain_metrics)
         drain_cpu(w, a.drain_metrics)
 
