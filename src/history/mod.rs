@@ -7,7 +7,7 @@ that survives a reboot, and `baton history`, which reads it.
 | this file | the record, where the file is, appending a record, rotation |
 | `read.rs` | reading the newest records fast, the filters |
 | `show.rs` | `baton history`: the table and JSON Lines |
-| `svg.rs` | `baton history --svg`: the timeline picture |
+| `svg/` | `baton history --svg`: the timeline picture (page, lanes, axis, text) |
 
 # The file
 JSON Lines, one [`Record`] per line, exactly as `--json` prints it. A record

@@ -2,7 +2,7 @@
 `baton history`: the records the filter keeps, oldest first, as a table
 (`ID JOB RESOURCES QUEUED WAITED RAN EXIT OUTCOME`), as JSON Lines
 (`--json`, one record per line exactly as the history keeps it) or as the
-timeline picture (`--svg`, see `svg.rs`).
+timeline picture (`--svg`, see `svg/`).
 */
 
 use std::io::Write;
