@@ -62,25 +62,9 @@ STRICT=${E2E_STRICT:-}
 [[ $MODE == none ]] || STRICT=1
 
 T_START=$(date +%s)
-W=$(mktemp -d /var/tmp/baton-mail-e2e.XXXXXX)
-ROOT=$W/root
-NSPAWN_PID=
-cleanup() {
-    if [[ -n $NSPAWN_PID ]]; then
-        kill "$NSPAWN_PID" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$NSPAWN_PID" 2>/dev/null || true
-        wait "$NSPAWN_PID" 2>/dev/null || true
-    fi
-    umount "$ROOT" 2>/dev/null || umount -l "$ROOT" 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
-
-mkdir -p "$W"/{upper,work,root}
-mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/work" "$ROOT" || fail "cannot mount an overlay of /"
-rm -f "$ROOT/etc/machine-id"
-systemd-machine-id-setup --root="$ROOT" >/dev/null
+# shellcheck source=tests/e2e/nspawn.sh
+. "$(dirname "$0")/nspawn.sh"
+ct_setup baton-mail-e2e
 
 # --- what runs inside ---------------------------------------------------------
 E=$ROOT/var/lib/e2e           # logs: the wrapper's, the notifier's, ...
@@ -159,27 +143,7 @@ say "mode $MODE: notifier: $onnewmail"
 
 # --- boot ---------------------------------------------------------------------
 say "booting systemd in a container"
-systemd-nspawn -q -D "$ROOT" --register=no --keep-unit --private-network --boot systemd.unit=e2e.target \
-    >"$W/console.log" 2>&1 </dev/null &
-NSPAWN_PID=$!
-PID1=
-for _ in $(seq 300); do
-    PID1=$(pgrep -P "$NSPAWN_PID" -x systemd || true)
-    [[ -n $PID1 ]] && break
-    kill -0 "$NSPAWN_PID" 2>/dev/null || { cat "$W/console.log" >&2; fail "systemd-nspawn exited"; }
-    sleep 0.1
-done
-[[ -n $PID1 ]] || fail "no systemd in the container"
-in_ct() { nsenter -t "$PID1" -a "$@"; }
-state_of() { in_ct systemctl show -p ActiveState --value "$1"; }
-idle() { for u in "$@"; do [[ $(state_of "$u") == inactive || $(state_of "$u") == failed ]] || return 1; done; }
-state=
-for _ in $(seq 300); do
-    state=$(in_ct systemctl is-system-running 2>/dev/null || true)
-    [[ $state == running || $state == degraded ]] && break
-    sleep 0.1
-done
-[[ $state == running || $state == degraded ]] || fail "container did not boot ($state)"
+ct_boot --private-network
 in_ct ip link set lo up
 port_open() { in_ct $PY -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; }
 wait_for() {  # wait_for TENTHS DESCRIPTION COMMAND...

@@ -22,20 +22,9 @@ say() { echo "e2e: $*" >&2; }
 [[ -x $BATON ]] || fail "no baton binary at $BATON"
 command -v systemd-nspawn >/dev/null || fail "systemd-nspawn missing (apt-get install systemd-container)"
 
-W=$(mktemp -d /var/tmp/baton-e2e.XXXXXX)
-ROOT=$W/root
-NSPAWN_PID=
-cleanup() {
-    [[ -n $NSPAWN_PID ]] && kill "$NSPAWN_PID" 2>/dev/null && wait "$NSPAWN_PID" 2>/dev/null
-    umount "$ROOT" 2>/dev/null || umount -l "$ROOT" 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
-
-mkdir -p "$W"/{upper,work,root}
-mount -t overlay overlay -o "lowerdir=/,upperdir=$W/upper,workdir=$W/work" "$ROOT" || fail "cannot mount an overlay of /"
-rm -f "$ROOT/etc/machine-id"
-systemd-machine-id-setup --root="$ROOT" >/dev/null
+# shellcheck source=tests/e2e/nspawn.sh
+. "$(dirname "$0")/nspawn.sh"
+ct_setup baton-e2e
 
 # --- what runs inside ---------------------------------------------------------
 install -m 0755 "$BATON" "$ROOT/usr/local/bin/baton"
@@ -89,27 +78,7 @@ EOF
 
 # --- boot ---------------------------------------------------------------------
 say "booting systemd in a container"
-systemd-nspawn -q -D "$ROOT" --register=no --keep-unit --boot systemd.unit=e2e.target \
-    >"$W/console.log" 2>&1 </dev/null &
-NSPAWN_PID=$!
-PID1=
-for _ in $(seq 300); do
-    PID1=$(pgrep -P "$NSPAWN_PID" -x systemd || true)
-    [[ -n $PID1 ]] && break
-    kill -0 "$NSPAWN_PID" 2>/dev/null || { cat "$W/console.log" >&2; fail "systemd-nspawn exited"; }
-    sleep 0.1
-done
-[[ -n $PID1 ]] || fail "no systemd in the container"
-in_ct() { nsenter -t "$PID1" -a "$@"; }
-# (`systemctl is-active` is false for an activating oneshot: ask for the state.)
-state_of() { in_ct systemctl show -p ActiveState --value "$1"; }
-idle() { for u in "$@"; do [[ $(state_of "$u") == inactive || $(state_of "$u") == failed ]] || return 1; done; }
-for _ in $(seq 300); do
-    state=$(in_ct systemctl is-system-running 2>/dev/null || true)
-    [[ $state == running || $state == degraded ]] && break
-    sleep 0.1
-done
-[[ $state == running || $state == degraded ]] || fail "container did not boot ($state)"
+ct_boot
 say "booted ($state)"
 
 # --- 1. STATUS= and stop of a waiting unit ---------------------------------------
