@@ -340,6 +340,10 @@ def cmd_report(argv):
         w("")
         w("| tool | median ms/job | median wall ms | min–max ms/job | rounds ok |")
         w("|---|---:|---:|---:|---:|")
+        def paired(t):
+            """The per-round ratios of tool t to etcdctl lock, same rounds."""
+            return [per_job[t][r] / per_job["etcdctl"][r] for r in per_job[t] if r in per_job["etcdctl"]]
+
         med = {}
         for t in [t for t in TOOLS if t in per_job or failed[t]]:
             v = list(per_job[t].values())
@@ -352,8 +356,7 @@ def cmd_report(argv):
         w("")
         if "baton" in med and "etcdctl" in med:
             rm = med["baton"] / med["etcdctl"]
-            pr = [per_job["baton"][r] / per_job["etcdctl"][r]
-                  for r in per_job["baton"] if r in per_job["etcdctl"]]
+            pr = paired("baton")
             prm = statistics.median(pr)
             w(f"baton / etcdctl lock: **{ratio(rm)}** (ratio of medians), "
               f"**{ratio(prm)}** (median of {len(pr)} paired rounds; "
@@ -378,7 +381,7 @@ def cmd_report(argv):
             w("| tool | ms/job | / etcdctl lock | paired | / baton |")
             w("|---|---:|---:|---:|---:|")
             for t in floor:
-                pr = [per_job[t][r] / per_job["etcdctl"][r] for r in per_job[t] if r in per_job["etcdctl"]]
+                pr = paired(t)
                 vs_b = f"{ratio(med[t] / med['baton'])}" if "baton" in med else "–"
                 w(f"| {t} | {f3(med[t])} | {ratio(med[t] / med['etcdctl'])} | "
                   f"{ratio(statistics.median(pr)) if pr else '–'} | {vs_b} |")
