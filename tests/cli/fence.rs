@@ -12,15 +12,21 @@ fn environ(pid: nix::unistd::Pid) -> Vec<String> {
         .collect()
 }
 
-/// `name` in the environment of `pid`, waiting (bounded) while it cannot
-/// be read: during the command's own `exec` its environ reads empty.
-fn env_of(pid: nix::unistd::Pid, name: &str) -> String {
-    let mut got = None;
+/// The environment of `pid` once it holds `name`, waiting (bounded) while
+/// it cannot be read: during the command's own `exec` its environ reads
+/// empty, so a test reads it once, here, and looks at that copy.
+fn env_with(pid: nix::unistd::Pid, name: &str) -> Vec<String> {
+    let mut env = Vec::new();
     await_that(&format!("{name} of {pid}"), || {
-        got = var(&environ(pid), name);
-        got.is_some()
+        env = environ(pid);
+        var(&env, name).is_some()
     });
-    got.unwrap_or_default()
+    env
+}
+
+/// `name` in the environment of `pid` (see [`env_with`]).
+fn env_of(pid: nix::unistd::Pid, name: &str) -> String {
+    var(&env_with(pid, name), name).unwrap_or_default()
 }
 
 fn var(env: &[String], name: &str) -> Option<String> {
@@ -35,8 +41,7 @@ fn the_command_is_told_its_job_id_resources_and_token() {
         "job",
         &["-l", "a", "-s", "b", "--slots", "c=2", "-l", "~/Mail dir"],
     );
-    env_of(h.pid, "BATON_FENCE");
-    let env = environ(h.pid);
+    let env = env_with(h.pid, "BATON_FENCE");
     let st = w.status();
     let id = st["resources"][0]["holders"][0]["id"].as_u64().unwrap();
     assert_eq!(var(&env, "BATON_JOB"), Some(id.to_string()));
