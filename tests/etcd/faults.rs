@@ -310,6 +310,50 @@ fn one_member_of_three_frozen_changes_nothing() {
     c.cont_member(frozen);
 }
 
+/// A job holds (3 s lease) through the member it talks to, a follower
+/// named first; that member freezes (SIGSTOP: connections accepted, never
+/// answered) while the command runs. The next renewal hangs there, and
+/// must be tried again on another member before the stop point (1.35 s
+/// after the last acknowledged renewal's send): the command runs to its
+/// end, with nothing on stderr.
+#[test]
+fn the_member_a_holder_renews_through_freezing_changes_nothing() {
+    let c = cluster!("renewfreeze");
+    let follower = (c.leader() + 1) % 3;
+    let urls = urls_with_first(&c, follower);
+    let log = c.path("log");
+    let script = format!(
+        "exec 2>/dev/null; echo started >> {l}; \
+         trap 'echo TERM >> {l}; exit 0' TERM; \
+         i=0; while [ $i -lt 60 ]; do sleep 0.05; i=$((i+1)); done; \
+         echo done >> {l}",
+        l = log.display(),
+    );
+    let mut holder = c.spawn_at(
+        &urls,
+        "holder",
+        &[
+            "-q",
+            "-l",
+            "x",
+            "--etcd-ttl",
+            TTL,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    await_line(&log, "started");
+    c.stop_member(follower);
+    let _frozen = Frozen {
+        c: &c,
+        members: vec![follower],
+    };
+    holder.assert_clean_exit(0);
+    assert_eq!(read_lines(&log), ["started", "done"]);
+}
+
 /// No cluster at the URL: one line, exit 69, at once.
 #[test]
 fn unreachable_cluster_at_start_exits_69() {

@@ -298,16 +298,38 @@ impl Client {
         Ok((id, int(&v["TTL"])))
     }
 
-    /// Renew lease `id` once: the TTL it now has (0: it is gone) and the
-    /// cluster's revision.
-    pub(super) fn keepalive(&self, id: i64) -> EtcdResult<(i64, i64)> {
-        // One pass: the renewing thread has its own retry, on its deadline.
-        let v = self.call_within(
-            "/v3/lease/keepalive",
-            &json!({ "ID": id.to_string() }),
-            Duration::ZERO,
-        )?;
-        Ok((int(&v["TTL"]), int(&v["header"]["revision"])))
+    /// Renew lease `id` once, within `limit` in all: the TTL it now has
+    /// (0: it is gone) and the cluster's revision. The endpoints are tried
+    /// in turn while time is left (a refused connection moves on at once;
+    /// one that hangs takes what is left, and the next try starts
+    /// elsewhere). The renewing thread has its own retry, on its deadline.
+    pub(super) fn keepalive(&self, id: i64, limit: Duration) -> EtcdResult<(i64, i64)> {
+        let text = json!({ "ID": id.to_string() }).to_string();
+        let n = self.endpoints.len();
+        let start = std::time::Instant::now();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut last = String::new();
+        for i in 0..n {
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let k = (first + i) % n;
+            match self.call_one(&self.endpoints[k], "/v3/lease/keepalive", &text, left) {
+                Ok(v) => {
+                    self.current.store(k, Ordering::Relaxed);
+                    return Ok((int(&v["TTL"]), int(&v["header"]["revision"])));
+                }
+                Err(CallError::Retry(why)) => {
+                    last = format!("{}: {why}", self.endpoints[k]);
+                    self.current.store((k + 1) % n, Ordering::Relaxed);
+                }
+                Err(CallError::Fatal(why)) => return Err(EtcdError::Refused(why)),
+            }
+        }
+        Err(EtcdError::Unreachable(format!(
+            "the etcd cluster could not be reached ({last})"
+        )))
     }
 
     pub(super) fn revoke(&self, id: i64) -> EtcdResult<()> {

@@ -59,32 +59,41 @@ fn stop_grace(ttl: Duration) -> Duration {
     (ttl / 3).min(Duration::from_secs(5))
 }
 
-/// How often a lease of `ttl` is renewed, from the send time of the last
-/// acknowledged renewal: every third of the TTL, but early enough before
-/// the stop point (the deadline less [`stop_grace`]) that one failed
-/// renewal can be tried again in time (see [`retry`]): at most 60% of the
-/// way there (15 s: every 5 s; 3 s: every 0.81 s, the stop point being
-/// 1.35 s away).
-pub(super) fn period(ttl: Duration) -> Duration {
-    let stop = ttl
-        .mul_f64(0.95)
+/// How long after a renewal's send time the command is told to stop, if no
+/// renewal is acknowledged in between: the deadline less [`stop_grace`].
+fn stop_point(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.95)
         .saturating_sub(Duration::from_millis(500))
-        .saturating_sub(stop_grace(ttl));
-    (ttl / 3)
-        .min(stop.mul_f64(0.6))
-        .max(Duration::from_millis(100))
+        .saturating_sub(stop_grace(ttl))
 }
 
-/// How soon a renewal that failed is tried again (every endpoint in turn).
-fn retry(period: Duration) -> Duration {
-    Duration::from_millis(500).min(period / 2)
+/// How long one renewal may take, every endpoint tried included: a fifth
+/// of the way to the stop point, between 100 and 700 ms (3 s: 0.27 s;
+/// 15 s: 0.7 s). A healthy member answers in milliseconds; one that hangs
+/// (frozen, or without a leader as the cluster heals) must not use up the
+/// time that a second try, elsewhere, needs.
+pub(super) fn attempt(ttl: Duration) -> Duration {
+    (stop_point(ttl) / 5).clamp(Duration::from_millis(100), Duration::from_millis(700))
+}
+
+/// How often a lease of `ttl` is renewed, from the send time of the last
+/// acknowledged renewal: every third of the TTL, but early enough that two
+/// whole tries ([`attempt`]) fit before the stop point, and at most 60% of
+/// the way there (15 s: every 5 s; 3 s: every 0.81 s, the stop point being
+/// 1.35 s away and a try 0.27 s).
+pub(super) fn period(ttl: Duration) -> Duration {
+    let stop = stop_point(ttl);
+    (ttl / 3)
+        .min(stop.mul_f64(0.6))
+        .min(stop.saturating_sub(attempt(ttl) * 2))
+        .max(Duration::from_millis(100))
 }
 
 /// Renew lease `id` once (sent now): true if it lives (the deadline moved
 /// on); false if the cluster said it is gone (marked so) or did not answer.
-fn renew(client: &Client, id: i64, state: &Mutex<State>) -> Option<bool> {
+fn renew(client: &Client, id: i64, limit: Duration, state: &Mutex<State>) -> Option<bool> {
     let sent = Instant::now();
-    match client.keepalive(id) {
+    match client.keepalive(id, limit) {
         Ok((ttl, revision)) if ttl > 0 => {
             if let Ok(mut s) = state.lock() {
                 s.deadline = s.deadline.max(deadline(sent, ttl));
@@ -118,7 +127,7 @@ impl Lease {
         let (stop, stopped) = channel::<()>();
         let granted_ttl = Duration::from_secs(granted.max(1) as u64);
         let period = period(granted_ttl);
-        let retry = retry(period);
+        let attempt = attempt(granted_ttl);
         let shared = Arc::clone(&state);
         let client = client.clone();
         let _ = std::thread::Builder::new()
@@ -136,7 +145,8 @@ impl Lease {
                         Err(RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
-                    match renew(&client, id, &shared) {
+                    let tried = Instant::now();
+                    match renew(&client, id, attempt, &shared) {
                         Some(true) => {
                             wait = shared.lock().map_or(period, |s| {
                                 (s.sent + period).saturating_duration_since(Instant::now())
@@ -146,8 +156,10 @@ impl Lease {
                             let _ = nix::unistd::write(&*wake, &[1]);
                             return;
                         }
-                        // Unreachable for now: try again soon, on every endpoint.
-                        None => wait = retry,
+                        // Unreachable for now: try again one try's time after
+                        // this one began (at once if it used it all), from
+                        // the next endpoint.
+                        None => wait = (tried + attempt).saturating_duration_since(Instant::now()),
                     }
                 }
             });
@@ -163,7 +175,7 @@ impl Lease {
     /// that is not [`Hold::Safe`]: a grant answered late, a renewal
     /// missed); the renewing thread goes on from the later send time.
     pub(super) fn renew_now(&self, client: &Client) -> Hold {
-        let _ = renew(client, self.id, &self.state);
+        let _ = renew(client, self.id, attempt(self.ttl), &self.state);
         self.hold()
     }
 
@@ -225,18 +237,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renewals_leave_room_for_one_retry_before_the_stop_point() {
+    fn renewals_leave_room_for_two_whole_tries_before_the_stop_point() {
         let s = |x: f64| Duration::from_secs_f64(x);
+        let near = |a: Duration, b: f64| (a.as_secs_f64() - b).abs() < 1e-9;
         assert_eq!(period(s(15.0)), s(5.0));
-        assert!((period(s(3.0)).as_secs_f64() - 0.81).abs() < 1e-9);
-        for ttl in [2.0, 3.0, 5.0, 15.0, 60.0, 3600.0] {
+        assert_eq!(attempt(s(15.0)), s(0.7));
+        assert!(near(period(s(3.0)), 0.81));
+        assert!(near(attempt(s(3.0)), 0.27));
+        for ttl in [2.0, 2.5, 3.0, 5.0, 15.0, 60.0, 3600.0] {
             let ttl = s(ttl);
-            let stop = ttl.mul_f64(0.95) - s(0.5) - stop_grace(ttl);
-            let p = period(ttl);
+            let stop = stop_point(ttl);
+            let (p, a) = (period(ttl), attempt(ttl));
             assert!(p <= ttl / 3, "{ttl:?}");
-            // A renewal due at `p` that fails is tried again, still
-            // before the stop point.
-            assert!(p + retry(p) < stop, "{ttl:?}: {p:?} vs {stop:?}");
+            assert!(a >= s(0.1), "{ttl:?}");
+            // A renewal due at `p` that hangs for its whole try is tried
+            // again elsewhere, and that try too ends by the stop point.
+            assert!(
+                p + a * 2 <= stop + s(1e-9),
+                "{ttl:?}: {p:?} + 2 x {a:?} vs {stop:?}"
+            );
         }
     }
 }
