@@ -1,29 +1,39 @@
 /*!
-A small blocking client of etcd's v3 JSON API (the gRPC gateway, `/v3/`,
-etcd 3.4 and later) over HTTP/1.1 with `ureq`: the calls baton needs
-(lease grant, keep-alive and revoke; range; txn; watch), with failover
-between endpoints.
+A small blocking client of etcd's v3 gRPC API (the `etcd-client` crate,
+etcd 3.4 and later): the calls baton needs (lease grant, keep-alive and
+revoke; range; txn; watch), with failover between endpoints.
 
-Conventions of the gateway (measured on 3.4.23, docs/design.md "Several
-hosts"): keys and values are base64; 64-bit integers are strings; fields
-at their proto3 default are omitted (a failed txn has no `succeeded`, a PUT
-event no `type`). A watch is a POST whose response is a stream of JSON
-objects, one per line; it is created with the header
-`Grpc-Metadata-hasleader: true` (require-leader), so that a member cut off
-from its quorum ends the stream instead of staying silent.
+Why gRPC and not the JSON gateway: the members' CPU per job is about half
+(a gateway request is served over HTTP/1.1, decoded, made into a loopback
+gRPC call, and its answer marshalled to JSON by reflection: 24% of the
+members' CPU during a drain was that marshalling alone; BENCHMARKS.md,
+"Several hosts").
+
+The calls block the calling thread (baton's threads: the run loop, the
+lease, the watches) on one shared tokio runtime of one worker thread,
+started by the first [`Client`] and never stopped (a call may be under way
+on another thread when the process ends). Each endpoint has its own
+channel (HTTP/2, connected on first use, reconnected after a failure); a
+request carries `hasleader` (require-leader), so that a member cut off
+from its quorum refuses at once, and its watches end instead of staying
+silent.
 
 Every call but a watch has a deadline ([`CALL_TIMEOUT`]); a call that fails
-(connection refused, a timeout, a 5xx) is tried on the next endpoint, each
-endpoint once, and the one that answered is used first next time.
+(connection refused, a timeout, no leader) is tried on the next endpoint,
+each endpoint once per pass, and the one that answered is used first next
+time.
 */
 
-use std::io::{BufRead, BufReader};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
+use etcd_client::{
+    Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue, PutOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
+};
+use tokio::runtime::Runtime;
 
 /// The deadline of one request (a Raft round trip is milliseconds; an
 /// election takes about a second).
@@ -32,7 +42,6 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The deadline of a request in the first pass over the endpoints.
 const FIRST_TIMEOUT: Duration = Duration::from_millis(700);
 
-/// How long a call keeps trying before the cluster counts as unreachable.
 /// etcd's default `--max-txn-ops`: the most operations of each branch of
 /// a transaction.
 pub(super) const MAX_TXN_OPS: usize = 128;
@@ -43,6 +52,7 @@ pub(super) const MAX_TXN_OPS: usize = 128;
 /// records too (4n + 3).
 pub(crate) const MAX_RESOURCES: usize = (MAX_TXN_OPS - 4) / 4;
 
+/// How long a call keeps trying before the cluster counts as unreachable.
 pub(super) const RETRY_BUDGET: Duration = Duration::from_secs(3);
 
 /// What went wrong talking to the cluster.
@@ -63,40 +73,6 @@ impl std::fmt::Display for EtcdError {
 }
 
 pub(super) type EtcdResult<T> = Result<T, EtcdError>;
-
-/// The cluster's endpoints and a connection pool.
-#[derive(Clone)]
-pub(crate) struct Client {
-    endpoints: Vec<String>,
-    agent: ureq::Agent,
-    /// Watch streams have their own agent: a stream must not take the
-    /// pooled connection of the calls (the next call would then connect
-    /// anew, through a gateway: two handshakes on a hand-off's path).
-    streams: ureq::Agent,
-    /// The endpoint that answered last.
-    current: std::sync::Arc<AtomicUsize>,
-}
-
-/// Base64 of a key or value.
-pub(super) fn b64(bytes: &[u8]) -> String {
-    B64.encode(bytes)
-}
-
-/// The bytes of a base64 field (empty if absent or bad).
-pub(super) fn unb64(v: &Value) -> Vec<u8> {
-    v.as_str()
-        .and_then(|s| B64.decode(s).ok())
-        .unwrap_or_default()
-}
-
-/// An int64 field, which the gateway sends as a string (absent: 0).
-pub(super) fn int(v: &Value) -> i64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    }
-}
 
 /// The key just after every key that starts with `prefix` (etcd's
 /// `range_end` for a prefix).
@@ -122,14 +98,152 @@ pub(super) struct Kv {
 }
 
 impl Kv {
-    pub(super) fn of(v: &Value) -> Kv {
+    pub(super) fn of(kv: &KeyValue) -> Kv {
         Kv {
-            key: unb64(&v["key"]),
-            value: unb64(&v["value"]),
-            create_revision: int(&v["create_revision"]),
-            mod_revision: int(&v["mod_revision"]),
-            lease: int(&v["lease"]),
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
         }
+    }
+}
+
+/// An operation of a transaction.
+#[derive(Clone, Debug)]
+pub(super) enum Op {
+    /// Write `value` at `key`, under `lease` (0: none).
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: i64,
+    },
+    /// Write `value` at `key`, keeping the key's lease (another job's
+    /// record).
+    PutKeepLease { key: Vec<u8>, value: Vec<u8> },
+    /// Read `key`, or every key under it.
+    Range { key: Vec<u8>, prefix: bool },
+    /// Delete `key`.
+    Delete { key: Vec<u8> },
+}
+
+/// A condition of a transaction.
+#[derive(Clone, Debug)]
+pub(super) enum Cmp {
+    /// The create (`create`) or mod revision of `key` is `rev` (0: the key
+    /// does not exist).
+    Rev {
+        key: Vec<u8>,
+        create: bool,
+        rev: i64,
+    },
+    /// Nothing under `prefix` was created or modified after `revision`
+    /// (deletions are not seen: an empty range compares as a zero record).
+    UnchangedSince { prefix: Vec<u8>, revision: i64 },
+}
+
+/// A transaction's answer: whether its compares held, the revision it was
+/// read or written at, and what each range operation of the branch that
+/// ran read (nothing for the other operations).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Answer {
+    pub(super) succeeded: bool,
+    pub(super) revision: i64,
+    ranges: Vec<Vec<Kv>>,
+}
+
+impl Answer {
+    fn of(t: &TxnResponse) -> Answer {
+        Answer {
+            succeeded: t.succeeded(),
+            revision: t.header().map_or(0, |h| h.revision()),
+            ranges: t
+                .op_responses()
+                .iter()
+                .map(|r| match r {
+                    TxnOpResponse::Get(g) => g.kvs().iter().map(Kv::of).collect(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// An answer as given (for the fuzz targets).
+    #[cfg(test)]
+    pub(super) fn with_ranges(succeeded: bool, revision: i64, ranges: Vec<Vec<Kv>>) -> Answer {
+        Answer {
+            succeeded,
+            revision,
+            ranges,
+        }
+    }
+
+    /// How many responses it has.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// What the `i`th operation read (empty if it was not a range, or if
+    /// there is none).
+    pub(super) fn range(&self, i: usize) -> Vec<Kv> {
+        self.ranges.get(i).cloned().unwrap_or_default()
+    }
+}
+
+/// The runtime every call blocks on: one worker thread for the sockets and
+/// timers, made by the first client and kept until the process ends.
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+fn runtime() -> Result<&'static Runtime, String> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("etcd-io")
+        .thread_stack_size(256 * 1024)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("--etcd: cannot start the client's runtime: {e}"))?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// The cluster's endpoints, a channel to each, and which answered last.
+#[derive(Clone)]
+pub(crate) struct Client {
+    endpoints: Arc<[String]>,
+    conns: Arc<[etcd_client::Client]>,
+    rt: &'static Runtime,
+    /// The endpoint that answered last.
+    current: Arc<AtomicUsize>,
+}
+
+/// Why one call to one endpoint failed.
+enum CallError {
+    /// Worth trying another endpoint.
+    Retry(String),
+    /// The request itself was refused.
+    Fatal(String),
+}
+
+/// How a failed call counts: a transport error, a timeout, no leader, a
+/// member stopping are passing troubles of that endpoint; a refusal of the
+/// request (too many operations, a bad argument) is the same everywhere.
+fn classify(e: etcd_client::Error) -> CallError {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Internal
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::ResourceExhausted => CallError::Retry(s.message().to_string()),
+            _ => CallError::Fatal(format!("etcd refused a request: {}", s.message())),
+        },
+        other => CallError::Retry(other.to_string()),
     }
 }
 
@@ -145,29 +259,44 @@ impl Client {
             return Err("--etcd: no endpoint given".into());
         }
         for e in &endpoints {
-            if !e.starts_with("http://") && !e.starts_with("https://") {
+            if e.starts_with("https://") {
+                return Err(format!(
+                    "--etcd {e:?}: TLS is not supported; use http:// (a cluster on a trusted network or a tunnel)"
+                ));
+            }
+            if !e.starts_with("http://") || e.len() == "http://".len() {
                 return Err(format!(
                     "--etcd {e:?}: expected a URL such as http://127.0.0.1:2379"
                 ));
             }
         }
-        let agent = || -> ureq::Agent {
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_connect(Some(Duration::from_millis(500)))
-                // etcd's answers have short headers; ureq's 128 KiB
-                // buffers per connection cost a job page faults.
-                .input_buffer_size(16 * 1024)
-                .output_buffer_size(16 * 1024)
-                .max_response_header_size(16 * 1024)
-                .build()
-                .into()
-        };
+        let mut uris = Vec::with_capacity(endpoints.len());
+        for e in &endpoints {
+            let ep = tonic::transport::Endpoint::from_shared(e.clone())
+                .map_err(|err| format!("--etcd {e:?}: not a URL ({err})"))?
+                .connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true);
+            uris.push(ep);
+        }
+        let rt = runtime()?;
+        let conns = rt.block_on(async {
+            let mut conns = Vec::with_capacity(uris.len());
+            for ep in uris {
+                let channel = etcd_client::Channel::Tonic(ep.connect_lazy());
+                let opts = ConnectOptions::new().with_require_leader(true);
+                conns.push(
+                    etcd_client::Client::from_channel(channel, Some(opts))
+                        .await
+                        .map_err(|e| format!("--etcd: {e}"))?,
+                );
+            }
+            Ok::<_, String>(conns)
+        })?;
         Ok(Client {
-            endpoints,
-            agent: agent(),
-            streams: agent(),
-            current: std::sync::Arc::new(AtomicUsize::new(0)),
+            endpoints: endpoints.into(),
+            conns: conns.into(),
+            rt,
+            current: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -176,26 +305,18 @@ impl Client {
         &self.endpoints
     }
 
-    /// POST `body` to `path` on the first endpoint that answers, trying
-    /// them in turn, again and again with a growing pause, for up to
-    /// [`RETRY_BUDGET`]: a leader election ("leader changed"), a broken
-    /// pooled connection or a member that froze are passing troubles, not
-    /// an unreachable cluster.
-    pub(super) fn call(&self, path: &str, body: &Value) -> EtcdResult<Value> {
-        self.call_within(path, body, RETRY_BUDGET)
-    }
-
-    /// As [`Client::call`], retrying for up to `budget` (zero: one pass
-    /// over the endpoints).
-    pub(super) fn call_within(
-        &self,
-        path: &str,
-        body: &Value,
-        budget: Duration,
-    ) -> EtcdResult<Value> {
-        let text = body.to_string();
+    /// Run `call` on the first endpoint that answers, trying them in turn,
+    /// again and again with a growing pause, for up to `budget` (zero: one
+    /// pass over the endpoints): a leader election, a broken connection or
+    /// a member that froze are passing troubles, not an unreachable
+    /// cluster.
+    fn call_within<T, F, Fut>(&self, what: &str, budget: Duration, call: F) -> EtcdResult<T>
+    where
+        F: Fn(etcd_client::Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
         let n = self.endpoints.len();
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let mut pause = Duration::from_millis(50);
         let mut last = String::new();
         for pass in 0.. {
@@ -209,17 +330,19 @@ impl Client {
             };
             for i in 0..n {
                 let k = (first + i) % n;
-                match self.call_one(&self.endpoints[k], path, &text, timeout) {
+                match self.call_one(k, timeout, &call) {
                     Ok(v) => {
                         self.current.store(k, Ordering::Relaxed);
                         return Ok(v);
                     }
                     Err(CallError::Retry(why)) => {
-                        last = format!("{}: {why}", self.endpoints[k]);
+                        last = format!("{}: {what}: {why}", self.endpoints[k]);
                         // Start the next call elsewhere.
                         self.current.store((k + 1) % n, Ordering::Relaxed);
                     }
-                    Err(CallError::Fatal(why)) => return Err(EtcdError::Refused(why)),
+                    Err(CallError::Fatal(why)) => {
+                        return Err(EtcdError::Refused(format!("{why} ({what})")));
+                    }
                 }
             }
             if start.elapsed() + pause > budget {
@@ -233,69 +356,35 @@ impl Client {
         )))
     }
 
-    fn call_one(
-        &self,
-        endpoint: &str,
-        path: &str,
-        body: &str,
-        timeout: Duration,
-    ) -> Result<Value, CallError> {
-        let url = format!("{endpoint}{path}");
-        let mut resp = self
-            .agent
-            .post(&url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .header("content-type", "application/json")
-            .send(body)
-            .map_err(|e| CallError::Retry(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .map_err(|e| CallError::Retry(e.to_string()))?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::Retry(format!("not JSON ({e})")))?;
-        // A streaming endpoint (keep-alive) wraps its one answer.
-        let v = match v.get("result") {
-            Some(r) if path.ends_with("/keepalive") => r.clone(),
-            _ => v,
-        };
-        if status >= 500 || v.get("error").is_some() && status != 200 {
-            let msg = v["message"]
-                .as_str()
-                .or_else(|| v["error"].as_str())
-                .unwrap_or("error")
-                .to_string();
-            // A transaction over etcd's limit stays so on every member.
-            if msg.contains("too many operations") {
-                return Err(CallError::Fatal(format!(
-                    "etcd refused a request ({path}): {msg}"
-                )));
-            }
-            // No leader, a member shutting down, a timeout: another member may do.
-            return Err(CallError::Retry(format!("HTTP {status}: {msg}")));
+    /// `call` on endpoint `k`, within `timeout`.
+    fn call_one<T, F, Fut>(&self, k: usize, timeout: Duration, call: &F) -> Result<T, CallError>
+    where
+        F: Fn(etcd_client::Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let fut = call(self.conns[k].clone());
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, fut).await })
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(e)),
+            Err(_) => Err(CallError::Retry(format!("no answer within {timeout:?}"))),
         }
-        if status != 200 {
-            let msg = v["message"].as_str().unwrap_or("").to_string();
-            return Err(CallError::Fatal(format!(
-                "etcd refused a request ({path}): HTTP {status} {msg}"
-            )));
-        }
-        Ok(v)
     }
 
     /// A new lease of `ttl` seconds: its ID and the TTL granted.
     pub(super) fn grant(&self, ttl: i64) -> EtcdResult<(i64, i64)> {
-        let v = self.call("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))?;
-        let id = int(&v["ID"]);
-        if id == 0 {
-            return Err(EtcdError::Refused(format!("lease grant: {v}")));
+        let r = self.call_within("lease grant", RETRY_BUDGET, |mut c| async move {
+            c.lease_grant(ttl, None).await
+        })?;
+        if r.id() == 0 {
+            return Err(EtcdError::Refused(format!(
+                "etcd refused a lease grant: {}",
+                r.error()
+            )));
         }
-        Ok((id, int(&v["TTL"])))
+        Ok((r.id(), r.ttl()))
     }
 
     /// Renew lease `id` once, within `limit` in all: the TTL it now has
@@ -304,24 +393,33 @@ impl Client {
     /// one that hangs takes what is left, and the next try starts
     /// elsewhere). The renewing thread has its own retry, on its deadline.
     pub(super) fn keepalive(&self, id: i64, limit: Duration) -> EtcdResult<(i64, i64)> {
-        let text = json!({ "ID": id.to_string() }).to_string();
         let n = self.endpoints.len();
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let first = self.current.load(Ordering::Relaxed) % n;
         let mut last = String::new();
+        let renew = |mut c: etcd_client::Client| async move {
+            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            match stream.message().await? {
+                Some(r) => Ok((r.ttl(), r.header().map_or(0, |h| h.revision()))),
+                None => Err(etcd_client::Error::LeaseKeepAliveError(
+                    "the keep-alive stream ended".into(),
+                )),
+            }
+        };
         for i in 0..n {
             let left = limit.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;
             }
             let k = (first + i) % n;
-            match self.call_one(&self.endpoints[k], "/v3/lease/keepalive", &text, left) {
+            match self.call_one(k, left, &renew) {
                 Ok(v) => {
                     self.current.store(k, Ordering::Relaxed);
-                    return Ok((int(&v["TTL"]), int(&v["header"]["revision"])));
+                    return Ok(v);
                 }
                 Err(CallError::Retry(why)) => {
-                    last = format!("{}: {why}", self.endpoints[k]);
+                    last = format!("{}: lease keep-alive: {why}", self.endpoints[k]);
                     self.current.store((k + 1) % n, Ordering::Relaxed);
                 }
                 Err(CallError::Fatal(why)) => return Err(EtcdError::Refused(why)),
@@ -333,51 +431,103 @@ impl Client {
     }
 
     pub(super) fn revoke(&self, id: i64) -> EtcdResult<()> {
-        self.call("/v3/lease/revoke", &json!({ "ID": id.to_string() }))
-            .map(drop)
+        self.revoke_within(id, RETRY_BUDGET)
     }
 
     /// Revoke lease `id` with one pass over the endpoints, no retry (the
     /// lease lapses by itself if this fails: for a job that already lost
     /// its hold, whose cluster did not answer its renewals).
     pub(super) fn revoke_once(&self, id: i64) -> EtcdResult<()> {
-        self.call_within(
-            "/v3/lease/revoke",
-            &json!({ "ID": id.to_string() }),
-            Duration::ZERO,
-        )
+        self.revoke_within(id, Duration::ZERO)
+    }
+
+    fn revoke_within(&self, id: i64, budget: Duration) -> EtcdResult<()> {
+        self.call_within("lease revoke", budget, |mut c| async move {
+            c.lease_revoke(id).await
+        })
         .map(drop)
     }
 
-    /// A transaction; the raw answer (`succeeded`, `responses`, `header`).
+    /// A transaction: if every `compare` holds, `success`, else `failure`.
     pub(super) fn txn(
         &self,
-        compare: Vec<Value>,
-        success: Vec<Value>,
-        failure: Vec<Value>,
-    ) -> EtcdResult<Value> {
-        self.call(
-            "/v3/kv/txn",
-            &json!({ "compare": compare, "success": success, "failure": failure }),
-        )
+        compare: Vec<Cmp>,
+        success: Vec<Op>,
+        failure: Vec<Op>,
+    ) -> EtcdResult<Answer> {
+        let txn = Txn::new()
+            .when(compare.iter().map(cmp).collect::<Vec<_>>())
+            .and_then(success.iter().map(op).collect::<Vec<_>>())
+            .or_else(failure.iter().map(op).collect::<Vec<_>>());
+        let r = self.call_within("txn", RETRY_BUDGET, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
+        Ok(Answer::of(&r))
     }
 
     /// Every key with `prefix`, and the revision it was read at.
     pub(super) fn range_prefix(&self, prefix: &[u8]) -> EtcdResult<(Vec<Kv>, i64)> {
-        let v = self.call("/v3/kv/range", &range(prefix, true))?;
-        Ok((kvs(&v), int(&v["header"]["revision"])))
+        let r = self.call_within("range", RETRY_BUDGET, |mut c| {
+            let key = prefix.to_vec();
+            async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        Ok((
+            r.kvs().iter().map(Kv::of).collect(),
+            r.header().map_or(0, |h| h.revision()),
+        ))
+    }
+
+    /// Open a watch stream on endpoint `first` or the next that accepts it,
+    /// with one watch per `(key, prefix, deletes_only)` from `start` on.
+    /// A refused or silent endpoint moves on to the next (each once).
+    fn open_watch(
+        &self,
+        first: usize,
+        keys: &[(Vec<u8>, bool, bool)],
+        start: i64,
+    ) -> Option<etcd_client::WatchStream> {
+        let n = self.endpoints.len();
+        let options = |(key, prefix, deletes_only): &(Vec<u8>, bool, bool)| {
+            let mut o = WatchOptions::new().with_start_revision(start);
+            if *prefix {
+                o = o.with_range(prefix_end(key));
+            }
+            if *deletes_only {
+                o = o.with_filters([WatchFilterType::NoPut]);
+            }
+            o
+        };
+        for i in 0..n {
+            let k = (first + i) % n;
+            let mut c = self.conns[k].clone();
+            let open = async {
+                let (key0, rest) = keys.split_first()?;
+                let mut s = c.watch(key0.0.clone(), Some(options(key0))).await.ok()?;
+                for kd in rest {
+                    s.watch(kd.0.clone(), Some(options(kd))).await.ok()?;
+                }
+                Some(s)
+            };
+            if let Ok(Some(s)) = self
+                .rt
+                .block_on(async { tokio::time::timeout(CALL_TIMEOUT, open).await })
+            {
+                return Some(s);
+            }
+        }
+        None
     }
 
     /// Start watching each of `keys` (`(key, prefix, deletes_only)`: with
     /// `prefix`, every key under it; with `deletes_only`, for deletions
-    /// only) from `start` on, all in one stream (one watch each, created by one
-    /// request body of several messages); a thread reads the stream and
-    /// calls `on_event` with each batch of events (deleted or not, and the
-    /// key-value) for as long as it returns true, and once with none when
-    /// the stream ends: a cancellation, an error, a member going away (a
-    /// watch is a hint: the caller reads again). Events that `skip` rejects
-    /// (this job's own writes) are passed over. The connection, and with it
-    /// every watch of the stream, closes with the thread.
+    /// only) from `start` on, all in one stream; a thread reads the stream
+    /// and calls `on_event` with each batch of events (deleted or not, and
+    /// the key-value) for as long as it returns true, and once with none
+    /// when the stream ends: a cancellation, an error, a member going away
+    /// (a watch is a hint: the caller reads again). Events that `skip`
+    /// rejects (this job's own writes) are passed over. The stream, and
+    /// with it every watch of it, closes with the thread.
     pub(super) fn watch_stream(
         &self,
         keys: &[(Vec<u8>, bool, bool)],
@@ -385,66 +535,31 @@ impl Client {
         skip: impl Fn(&Kv) -> bool + Send + 'static,
         mut on_event: impl FnMut(Vec<(bool, Kv)>) -> bool + Send + 'static,
     ) {
-        let body: String = keys
-            .iter()
-            .map(|(key, prefix, deletes_only)| {
-                let mut req = json!({ "key": b64(key), "start_revision": start.to_string() });
-                if *prefix {
-                    req["range_end"] = Value::String(b64(&prefix_end(key)));
-                }
-                if *deletes_only {
-                    req["filters"] = json!(["NOPUT"]);
-                }
-                json!({ "create_request": req }).to_string() + "\n"
-            })
-            .collect();
-        let endpoints = self.endpoints.clone();
+        let keys = keys.to_vec();
+        let me = self.clone();
         let first = self.current.load(Ordering::Relaxed);
-        let agent = self.streams.clone();
         let _ = std::thread::Builder::new()
             .name("watch".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                let n = endpoints.len();
-                for i in 0..n {
-                    let url = format!("{}/v3/watch", endpoints[(first + i) % n]);
-                    let Ok(resp) = agent
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .header("Grpc-Metadata-hasleader", "true")
-                        .send(body.as_str())
-                    else {
-                        continue;
-                    };
-                    if resp.status().as_u16() != 200 {
-                        continue;
-                    }
-                    let reader = BufReader::new(resp.into_body().into_reader());
-                    for line in reader.lines() {
-                        let Ok(line) = line else { break };
-                        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                            continue;
-                        };
-                        let r = &v["result"];
-                        if r["canceled"].as_bool() == Some(true) || v.get("error").is_some() {
+                if let Some(mut s) = me.open_watch(first, &keys, start) {
+                    while let Ok(Some(r)) = me.rt.block_on(s.message()) {
+                        if r.canceled() {
                             break;
                         }
-                        let got: Vec<(bool, Kv)> = r["events"]
-                            .as_array()
-                            .map(|es| {
-                                es.iter()
-                                    .map(|e| {
-                                        (e["type"].as_str() == Some("DELETE"), Kv::of(&e["kv"]))
-                                    })
-                                    .filter(|(deleted, kv)| *deleted || !skip(kv))
-                                    .collect()
+                        let got: Vec<(bool, Kv)> = r
+                            .events()
+                            .iter()
+                            .filter_map(|e| {
+                                let kv = Kv::of(e.kv()?);
+                                Some((e.event_type() == EventType::Delete, kv))
                             })
-                            .unwrap_or_default();
+                            .filter(|(deleted, kv)| *deleted || !skip(kv))
+                            .collect();
                         if !got.is_empty() && !on_event(got) {
                             return;
                         }
                     }
-                    break;
                 }
                 on_event(Vec::new());
             });
@@ -459,45 +574,28 @@ impl Client {
         start: i64,
         mut on_event: impl FnMut() -> bool + Send + 'static,
     ) {
-        let key = b64(prefix);
-        let end = b64(&prefix_end(prefix));
-        let endpoints = self.endpoints.clone();
-        let agent = self.streams.clone();
+        let keys = vec![(prefix.to_vec(), true, false)];
+        let me = self.clone();
         std::thread::spawn(move || {
             let mut next = start;
             let mut k = 0usize;
             loop {
-                let body = json!({ "create_request": {
-                    "key": key, "range_end": end, "start_revision": next.to_string() } })
-                .to_string();
-                let url = format!("{}/v3/watch", endpoints[k % endpoints.len()]);
-                k += 1;
-                if let Ok(resp) = agent
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("Grpc-Metadata-hasleader", "true")
-                    .send(body.as_str())
-                {
-                    for line in BufReader::new(resp.into_body().into_reader()).lines() {
-                        let Ok(line) = line else { break };
-                        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                            continue;
-                        };
-                        let r = &v["result"];
-                        if r["canceled"].as_bool() == Some(true) {
+                if let Some(mut s) = me.open_watch(k, &keys, next) {
+                    while let Ok(Some(r)) = me.rt.block_on(s.message()) {
+                        if r.canceled() {
                             // Compacted: the caller reads again from now.
-                            next = int(&r["compact_revision"]).max(next);
+                            next = r.compact_revision().max(next);
                             break;
                         }
-                        let rev = int(&r["header"]["revision"]);
-                        if r["events"].as_array().is_some_and(|e| !e.is_empty()) {
-                            next = rev + 1;
+                        if !r.events().is_empty() {
+                            next = r.header().map_or(next, |h| h.revision() + 1);
                             if !on_event() {
                                 return;
                             }
                         }
                     }
                 }
+                k += 1;
                 // Disconnected: tell the caller (it reads again), retry.
                 if !on_event() {
                     return;
@@ -508,78 +606,90 @@ impl Client {
     }
 }
 
-enum CallError {
-    /// Worth trying another endpoint.
-    Retry(String),
-    /// The request itself was refused.
-    Fatal(String),
-}
-
-/// A range request for `key`, or every key under it.
-pub(super) fn range(key: &[u8], prefix: bool) -> Value {
-    let mut r = json!({ "key": b64(key) });
-    if prefix {
-        r["range_end"] = Value::String(b64(&prefix_end(key)));
+fn op(o: &Op) -> TxnOp {
+    match o {
+        Op::Put { key, value, lease } => {
+            let opts = (*lease != 0).then(|| PutOptions::new().with_lease(*lease));
+            TxnOp::put(key.clone(), value.clone(), opts)
+        }
+        Op::PutKeepLease { key, value } => TxnOp::put(
+            key.clone(),
+            value.clone(),
+            Some(PutOptions::new().with_ignore_lease()),
+        ),
+        Op::Range { key, prefix } => TxnOp::get(
+            key.clone(),
+            prefix.then(|| GetOptions::new().with_range(prefix_end(key))),
+        ),
+        Op::Delete { key } => TxnOp::delete(key.clone(), None::<DeleteOptions>),
     }
-    r
 }
 
-/// The kvs of a range response.
-pub(super) fn kvs(v: &Value) -> Vec<Kv> {
-    v["kvs"]
-        .as_array()
-        .map(|a| a.iter().map(Kv::of).collect())
-        .unwrap_or_default()
+fn cmp(c: &Cmp) -> Compare {
+    match c {
+        Cmp::Rev {
+            key,
+            create: true,
+            rev,
+        } => Compare::create_revision(key.clone(), CompareOp::Equal, *rev),
+        Cmp::Rev { key, rev, .. } => Compare::mod_revision(key.clone(), CompareOp::Equal, *rev),
+        Cmp::UnchangedSince { prefix, revision } => {
+            Compare::mod_revision(prefix.clone(), CompareOp::Less, revision + 1)
+                .with_range(prefix_end(prefix))
+        }
+    }
 }
 
 /// Txn operations.
-pub(super) fn op_put(key: &[u8], value: &[u8], lease: i64) -> Value {
-    let mut p = json!({ "key": b64(key), "value": b64(value) });
-    if lease != 0 {
-        p["lease"] = Value::String(lease.to_string());
+pub(super) fn op_put(key: &[u8], value: &[u8], lease: i64) -> Op {
+    Op::Put {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        lease,
     }
-    json!({ "request_put": p })
 }
 
 /// A put that keeps the key's lease (rewriting another job's record).
-pub(super) fn op_put_keep_lease(key: &[u8], value: &[u8]) -> Value {
-    json!({ "request_put": { "key": b64(key), "value": b64(value), "ignore_lease": true } })
+pub(super) fn op_put_keep_lease(key: &[u8], value: &[u8]) -> Op {
+    Op::PutKeepLease {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
 }
 
-pub(super) fn op_range(key: &[u8], prefix: bool) -> Value {
-    json!({ "request_range": range(key, prefix) })
+pub(super) fn op_range(key: &[u8], prefix: bool) -> Op {
+    Op::Range {
+        key: key.to_vec(),
+        prefix,
+    }
 }
 
-pub(super) fn op_delete(key: &[u8]) -> Value {
-    json!({ "request_delete_range": { "key": b64(key) } })
+pub(super) fn op_delete(key: &[u8]) -> Op {
+    Op::Delete { key: key.to_vec() }
 }
 
-/// Compare the create or mod revision of `key` with `rev` (0: the key does
-/// not exist).
-pub(super) fn cmp_rev(key: &[u8], target: &str, rev: i64) -> Value {
-    let field = if target == "CREATE" {
-        "create_revision"
-    } else {
-        "mod_revision"
-    };
-    json!({ "key": b64(key), "target": target, "result": "EQUAL", field: rev.to_string() })
+/// Compare the create (`"CREATE"`) or mod revision of `key` with `rev`
+/// (0: the key does not exist).
+pub(super) fn cmp_rev(key: &[u8], target: &str, rev: i64) -> Cmp {
+    Cmp::Rev {
+        key: key.to_vec(),
+        create: target == "CREATE",
+        rev,
+    }
 }
 
 /// Nothing under `prefix` was created or modified after `revision`
 /// (deletions are not seen: an empty range compares as a zero record).
-pub(super) fn cmp_unchanged_since(prefix: &[u8], revision: i64) -> Value {
-    json!({
-        "key": b64(prefix),
-        "range_end": b64(&prefix_end(prefix)),
-        "target": "MOD",
-        "result": "LESS",
-        "mod_revision": (revision + 1).to_string(),
-    })
+pub(super) fn cmp_unchanged_since(prefix: &[u8], revision: i64) -> Cmp {
+    Cmp::UnchangedSince {
+        prefix: prefix.to_vec(),
+        revision,
+    }
 }
 
 /// The `i`th response of a txn, as a range's kvs.
-pub(super) fn txn_range(v: &Value, i: usize) -> Vec<Kv> {
-    kvs(&v["responses"][i]["response_range"])
+pub(super) fn txn_range(v: &Answer, i: usize) -> Vec<Kv> {
+    v.range(i)
 }
 
 #[cfg(test)]
@@ -587,14 +697,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_ends_and_fields() {
+    fn prefix_ends_and_urls() {
         assert_eq!(prefix_end(b"a/"), b"a0");
         assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(int(&json!("12")), 12);
-        assert_eq!(int(&Value::Null), 0);
-        assert_eq!(unb64(&json!(b64(b"x/y"))), b"x/y");
         assert!(Client::new("").is_err());
         assert!(Client::new("127.0.0.1:2379").is_err());
+        assert!(Client::new("http://").is_err());
+        assert!(Client::new("https://a:1").is_err());
         assert_eq!(
             Client::new("http://a:1, http://b:2/")
                 .unwrap()
@@ -602,5 +711,6 @@ mod tests {
                 .len(),
             2
         );
+        assert!(Answer::default().range(3).is_empty());
     }
 }

@@ -47,12 +47,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-use serde_json::Value;
-
 use self::client::{
-    Client, EtcdError, Kv, cmp_rev, cmp_unchanged_since, int, op_delete, op_put, op_put_keep_lease,
-    op_range, txn_range,
+    Answer, Client, Cmp, EtcdError, Kv, Op, cmp_rev, cmp_unchanged_since, op_delete, op_put,
+    op_put_keep_lease, op_range, txn_range,
 };
 use self::keys::{Keys, RecordValue};
 pub(crate) use self::lease::Hold;
@@ -66,6 +63,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::job::{Canceller, JobInfo, Resource, Seq};
 use crate::queue::{self, Decision, Entry, Key, Mode, Rank, State};
+use nix::fcntl::OFlag;
 
 mod client;
 #[cfg(test)]
@@ -118,11 +116,7 @@ impl EtcdStore {
             ],
             Vec::new(),
         )?;
-        Ok((
-            txn_range(&v, 0),
-            txn_range(&v, 1),
-            int(&v["header"]["revision"]),
-        ))
+        Ok((txn_range(&v, 0), txn_range(&v, 1), v.revision))
     }
 }
 
@@ -293,7 +287,7 @@ pub(crate) struct EtcdJob {
     /// Its own grant's answer, with the read of its queues at that
     /// response, until the spawn (which parses it and starts the live view
     /// from it).
-    base: Option<(Value, usize)>,
+    base: Option<(Answer, usize)>,
     /// The live view of its queues while its command runs.
     view: Option<View>,
     /// The read its enqueue made in the same transaction, for its first
@@ -308,8 +302,8 @@ pub(crate) struct EtcdJob {
 
 /// The reads of a decision: every record of the job's resources, their
 /// guards, and its own first record.
-fn cut_ops(keys: &Keys, info: &JobInfo, own: &[u8]) -> Vec<Value> {
-    let mut ops: Vec<Value> = info
+fn cut_ops(keys: &Keys, info: &JobInfo, own: &[u8]) -> Vec<Op> {
+    let mut ops: Vec<Op> = info
         .resources
         .iter()
         .map(|r| op_range(&keys.resource(&r.name), true))
@@ -368,7 +362,7 @@ impl EtcdJob {
                 rv.named = opts.coalesce;
                 rv
             };
-            let mut puts: Vec<Value> = info
+            let mut puts: Vec<Op> = info
                 .resources
                 .iter()
                 .zip(&records)
@@ -397,7 +391,7 @@ impl EtcdJob {
                 puts.extend(reads);
                 store.client.txn(Vec::new(), puts, Vec::new())?
             };
-            if opts.coalesce && v["succeeded"].as_bool() != Some(true) {
+            if opts.coalesce && !v.succeeded {
                 // A run of this name waits: join it.
                 let Some(kv) = txn_range(&v, 0).into_iter().next() else {
                     continue;
@@ -408,7 +402,7 @@ impl EtcdJob {
                     None => continue, // it started meanwhile: queue again
                 }
             }
-            let seq = int(&v["header"]["revision"]) as Seq;
+            let seq = v.revision as Seq;
             let mut job = EtcdJob {
                 client: store.client.clone(),
                 keys: store.keys.clone(),
@@ -451,7 +445,7 @@ impl EtcdJob {
 
     /// The reads of a decision: every record of the job's resources, their
     /// guards, and its own first record.
-    fn cut_ops(&self) -> Vec<Value> {
+    fn cut_ops(&self) -> Vec<Op> {
         cut_ops(&self.keys, &self.info, &self.records[0])
     }
 
@@ -462,14 +456,14 @@ impl EtcdJob {
     }
 
     /// The cut in the responses of txn `v`, from response `at` on.
-    fn parse_cut(&self, v: &Value, at: usize) -> Cut {
+    fn parse_cut(&self, v: &Answer, at: usize) -> Cut {
         let n = self.info.resources.len();
         let records = (0..n).map(|i| txn_range(v, at + i)).collect();
         let guards = (0..n)
             .map(|i| txn_range(v, at + n + i).into_iter().next())
             .collect();
         let own = txn_range(v, at + 2 * n).into_iter().next();
-        self.build_cut(int(&v["header"]["revision"]), records, guards, own)
+        self.build_cut(v.revision, records, guards, own)
     }
 
     /// A cut from what was read at `revision`: each resource's records,
@@ -512,7 +506,7 @@ impl EtcdJob {
 
     /// Keep a live view of its queues from the read at response `at` of
     /// txn answer `v`, for the hand-off at its end.
-    fn start_view(&mut self, v: &Value, at: usize) {
+    fn start_view(&mut self, v: &Answer, at: usize) {
         let (prefixes, guards) = self
             .info
             .resources
@@ -542,7 +536,7 @@ impl EtcdJob {
     /// its own (it read their whole view), each decided by the same rule
     /// in rank order, as each would decide for itself. Anything else: the
     /// waiters decide themselves when its records vanish.
-    fn hand_off_plan(&self, cut: &Cut) -> Option<(Vec<Value>, Vec<Value>)> {
+    fn hand_off_plan(&self, cut: &Cut) -> Option<(Vec<Cmp>, Vec<Op>)> {
         let mut entries: Vec<Entry> = cut.others.iter().map(|(e, _, _)| *e).collect();
         let mut waiting: Vec<Rank> = entries
             .iter()
@@ -551,7 +545,7 @@ impl EtcdJob {
             .collect();
         waiting.sort_unstable();
         waiting.dedup();
-        let mut ops: Vec<Value> = self.records.iter().map(|k| op_delete(k)).collect();
+        let mut ops: Vec<Op> = self.records.iter().map(|k| op_delete(k)).collect();
         let mut granted = false;
         let now = crate::job::now_ms();
         for rank in waiting {
@@ -635,7 +629,7 @@ impl EtcdJob {
             let Ok(v) = self.client.txn(compare, ops, self.cut_ops()) else {
                 return false;
             };
-            if v["succeeded"].as_bool() == Some(true) {
+            if v.succeeded {
                 return true;
             }
             cut = Some(self.parse_cut(&v, 0));
@@ -685,7 +679,7 @@ impl EtcdJob {
 
     /// Compares: every guard of its resources as `cut` read it (a grant or
     /// a mark in between makes the transaction fail).
-    fn guards_unchanged(&self, cut: &Cut) -> Vec<Value> {
+    fn guards_unchanged(&self, cut: &Cut) -> Vec<Cmp> {
         self.info
             .resources
             .iter()
@@ -695,7 +689,7 @@ impl EtcdJob {
     }
 
     /// Puts: every guard of its resources, rewritten.
-    fn guard_puts(&self) -> impl Iterator<Item = Value> + '_ {
+    fn guard_puts(&self) -> impl Iterator<Item = Op> + '_ {
         self.info
             .resources
             .iter()
@@ -703,13 +697,13 @@ impl EtcdJob {
     }
 
     fn grant(&mut self, cut: &Cut) -> Result<bool> {
-        let mut compare: Vec<Value> = self.guards_unchanged(cut);
+        let mut compare: Vec<Cmp> = self.guards_unchanged(cut);
         compare.extend(
             self.records
                 .iter()
                 .map(|k| cmp_rev(k, "CREATE", self.seq as i64)),
         );
-        let mut puts: Vec<Value> = self
+        let mut puts: Vec<Op> = self
             .info
             .resources
             .iter()
@@ -731,10 +725,10 @@ impl EtcdJob {
         let at = puts.len();
         puts.extend(self.cut_ops());
         let v = self.client.txn(compare, puts, Vec::new())?;
-        if v["succeeded"].as_bool() != Some(true) {
+        if !v.succeeded {
             return Ok(false);
         }
-        let rev = int(&v["header"]["revision"]);
+        let rev = v.revision;
         let cut = self.parse_cut(&v, at);
         let own = cut.own.map(|(_, rv)| rv);
         self.base = Some((v, at));
@@ -781,14 +775,10 @@ impl EtcdJob {
         if puts.is_empty() {
             return Ok(Vec::new());
         }
-        let compare: Vec<Value> = self.guards_unchanged(cut);
+        let compare: Vec<Cmp> = self.guards_unchanged(cut);
         puts.extend(self.guard_puts());
         let v = self.client.txn(compare, puts, Vec::new())?;
-        Ok(if v["succeeded"].as_bool() == Some(true) {
-            names
-        } else {
-            Vec::new()
-        })
+        Ok(if v.succeeded { names } else { Vec::new() })
     }
 
     /// Read, apply the grant rule, and grant (or arm the watches).
@@ -1022,7 +1012,7 @@ impl Store for EtcdStore {
                     })
                     .collect();
                 let v = self.client.txn(compare, puts, Vec::new())?;
-                if v["succeeded"].as_bool() != Some(true) {
+                if !v.succeeded {
                     // It changed meanwhile (granted?): try again.
                     return self.cancel(targets, running);
                 }
@@ -1083,10 +1073,14 @@ impl QueuedJob for EtcdJob {
     /// A decision; while the cluster does not answer (for longer than a
     /// call's retries), the job stays queued, says so once, and tries again
     /// every half second from the run loop (its `poll` stays responsive to
-    /// signals), until its lease is lost: then 69.
+    /// signals). If its lease lapses meanwhile, each try first joins the
+    /// queue again under a new lease ([`QueuedJob::on_deadline`]), which
+    /// succeeds once the cluster answers: a waiter outlives an outage, as
+    /// SPEC "Several hosts" says (only a job that never reached the
+    /// cluster, at its start, exits 69).
     fn attempt(&mut self) -> Result<Attempt> {
         match self.decide_once() {
-            Err(Error::Unavailable(why)) if self.lease.hold() != Hold::Kill => {
+            Err(Error::Unavailable(why)) => {
                 if self.retry_at.is_none() {
                     crate::progress::say(&format!("baton: {why}; trying again\n"));
                 }
@@ -1299,7 +1293,7 @@ impl QueuedJob for EtcdJob {
         self.run = None;
         self.child = None;
         self.fence = 0;
-        let puts: Vec<Value> = self
+        let puts: Vec<Op> = self
             .info
             .resources
             .iter()
@@ -1318,7 +1312,7 @@ impl QueuedJob for EtcdJob {
             .map(|k| cmp_rev(k, "CREATE", self.seq as i64))
             .collect();
         let v = self.client.txn(compare, puts, Vec::new())?;
-        if v["succeeded"].as_bool() != Some(true) {
+        if !v.succeeded {
             self.lease.lost();
         }
         Ok(self.preemptions)
@@ -1418,10 +1412,10 @@ impl EtcdJoined {
             ],
             Vec::new(),
         )?;
-        if v["succeeded"].as_bool() != Some(true) {
+        if !v.succeeded {
             return Ok(None);
         }
-        let rev = int(&v["header"]["revision"]);
+        let rev = v.revision;
         let job = store.keys.job(run);
         wake.watch(&store.client, &job, rev + 1);
         Ok(Some(EtcdJoined {

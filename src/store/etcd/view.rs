@@ -17,9 +17,7 @@ compaction, a member going away) ends the view: the hand-off reads first.
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
-
-use super::client::{Client, Kv, int, txn_range};
+use super::client::{Answer, Client, Kv, txn_range};
 
 /// The raw state a view keeps, in the shape of a decision's read: each
 /// queue's records, each guard, and the revision each queue is known at.
@@ -46,13 +44,13 @@ impl View {
     /// and guard from the next revision on.
     pub(super) fn start(
         client: &Client,
-        v: &Value,
+        v: &Answer,
         at: usize,
         prefixes: Vec<Vec<u8>>,
         guard_keys: Vec<Vec<u8>>,
     ) -> View {
         let n = prefixes.len();
-        let revision = int(&v["header"]["revision"]);
+        let revision = v.revision;
         let records: Vec<Vec<Kv>> = (0..n).map(|i| txn_range(v, at + i)).collect();
         let guards: Vec<Option<Kv>> = (0..n)
             .map(|i| txn_range(v, at + n + i).into_iter().next())
