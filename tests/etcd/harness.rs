@@ -189,6 +189,24 @@ fn healthy(port: u16) -> bool {
     http_get(port, "/health").is_some_and(|t| t.contains("\"health\":\"true\""))
 }
 
+/// POST `body` to `path` on loopback `port`: the whole answer, if any.
+fn http_post(port: u16, path: &str, body: &str) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
+    s.set_write_timeout(Some(Duration::from_millis(300))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// `n` distinct free ports on loopback (bound at once, then released).
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -339,7 +357,34 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20)); // wait-ok: bounded wait for the gateways
         }
+        // A port picked here can be taken before our process binds it (by
+        // another test's member or gateway, whose ports were free a moment
+        // earlier): ours then exits, and /health answered for the other
+        // cluster. Every port must serve this cluster.
+        let ports: Vec<u16> = c
+            .members
+            .iter()
+            .map(|m| m.client)
+            .chain(c.gateways.iter().map(|g| g.port))
+            .collect();
+        for p in ports {
+            if !c.serves(p) {
+                return Err(format!(
+                    "port {p} does not serve this cluster (taken meanwhile)"
+                ));
+            }
+        }
         Ok(c)
+    }
+
+    /// The endpoint on `port` is this cluster's: its member list names
+    /// each of our members' client ports.
+    fn serves(&self, port: u16) -> bool {
+        http_post(port, "/v3/cluster/member/list", "{}").is_some_and(|t| {
+            self.members
+                .iter()
+                .all(|m| t.contains(&format!("\"http://127.0.0.1:{}\"", m.client)))
+        })
     }
 
     fn spawn_member(&mut self, i: usize, state: &str) {

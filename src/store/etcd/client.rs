@@ -1,7 +1,9 @@
 /*!
-A small blocking client of etcd's v3 gRPC API (the `etcd-client` crate,
-etcd 3.4 and later): the calls baton needs (lease grant, keep-alive and
-revoke; range; txn; watch), with failover between endpoints.
+A small blocking client of etcd's v3 gRPC API (etcd 3.4 and later), on
+`tonic`: the calls baton needs (lease grant, keep-alive and revoke; range;
+txn; watch), with failover between endpoints. The messages and stubs are
+in `pb.rs`, generated from the part of etcd's protocol that baton uses
+(`tools/etcd-proto`), so that building baton needs no protoc.
 
 Why gRPC and not the JSON gateway: the members' CPU per job is about half
 (a gateway request is served over HTTP/1.1, decoded, made into a loopback
@@ -29,11 +31,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
-};
 use tokio::runtime::Runtime;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use super::pb;
+use super::pb::compare::{CompareResult, CompareTarget, TargetUnion};
+use super::pb::kv_client::KvClient;
+use super::pb::lease_client::LeaseClient;
+use super::pb::watch_client::WatchClient;
 
 /// The deadline of one request (a Raft round trip is milliseconds; an
 /// election takes about a second).
@@ -98,15 +104,20 @@ pub(super) struct Kv {
 }
 
 impl Kv {
-    pub(super) fn of(kv: &KeyValue) -> Kv {
+    fn of(kv: pb::KeyValue) -> Kv {
         Kv {
-            key: kv.key().to_vec(),
-            value: kv.value().to_vec(),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            lease: kv.lease(),
+            key: kv.key,
+            value: kv.value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            lease: kv.lease,
         }
     }
+}
+
+/// The revision of an answer's header (absent: 0).
+fn revision(h: Option<&pb::ResponseHeader>) -> i64 {
+    h.map_or(0, |h| h.revision)
 }
 
 /// An operation of a transaction.
@@ -153,15 +164,16 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    fn of(t: &TxnResponse) -> Answer {
+    fn of(t: pb::TxnResponse) -> Answer {
+        use pb::response_op::Response;
         Answer {
-            succeeded: t.succeeded(),
-            revision: t.header().map_or(0, |h| h.revision()),
+            succeeded: t.succeeded,
+            revision: revision(t.header.as_ref()),
             ranges: t
-                .op_responses()
-                .iter()
-                .map(|r| match r {
-                    TxnOpResponse::Get(g) => g.kvs().iter().map(Kv::of).collect(),
+                .responses
+                .into_iter()
+                .map(|r| match r.response {
+                    Some(Response::ResponseRange(g)) => g.kvs.into_iter().map(Kv::of).collect(),
                     _ => Vec::new(),
                 })
                 .collect(),
@@ -213,7 +225,8 @@ fn runtime() -> Result<&'static Runtime, String> {
 #[derive(Clone)]
 pub(crate) struct Client {
     endpoints: Arc<[String]>,
-    conns: Arc<[etcd_client::Client]>,
+    /// A channel to each endpoint (HTTP/2, connected on first use).
+    conns: Arc<[Channel]>,
     rt: &'static Runtime,
     /// The endpoint that answered last.
     current: Arc<AtomicUsize>,
@@ -230,21 +243,37 @@ enum CallError {
 /// How a failed call counts: a transport error, a timeout, no leader, a
 /// member stopping are passing troubles of that endpoint; a refusal of the
 /// request (too many operations, a bad argument) is the same everywhere.
-fn classify(e: etcd_client::Error) -> CallError {
+fn classify(s: tonic::Status) -> CallError {
     use tonic::Code;
-    match e {
-        etcd_client::Error::GRpcStatus(s) => match s.code() {
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Internal
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::ResourceExhausted => CallError::Retry(s.message().to_string()),
-            _ => CallError::Fatal(format!("etcd refused a request: {}", s.message())),
-        },
-        other => CallError::Retry(other.to_string()),
+    match s.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Unknown
+        | Code::Internal
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::ResourceExhausted => CallError::Retry(s.message().to_string()),
+        _ => CallError::Fatal(format!("etcd refused a request: {}", s.message())),
     }
+}
+
+/// A request that says it needs a leader ("require leader": a member cut
+/// off from its quorum refuses it at once, and ends such a watch).
+fn req<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    r
+}
+
+/// A request stream of `messages`, kept open after them (etcd ends a
+/// stream whose client has closed its side).
+fn stream_of<T: Send + 'static>(
+    messages: Vec<T>,
+) -> impl tokio_stream::Stream<Item = T> + Send + 'static {
+    tokio_stream::iter(messages).chain(tokio_stream::pending())
 }
 
 impl Client {
@@ -279,19 +308,11 @@ impl Client {
             uris.push(ep);
         }
         let rt = runtime()?;
-        let conns = rt.block_on(async {
-            let mut conns = Vec::with_capacity(uris.len());
-            for ep in uris {
-                let channel = etcd_client::Channel::Tonic(ep.connect_lazy());
-                let opts = ConnectOptions::new().with_require_leader(true);
-                conns.push(
-                    etcd_client::Client::from_channel(channel, Some(opts))
-                        .await
-                        .map_err(|e| format!("--etcd: {e}"))?,
-                );
-            }
-            Ok::<_, String>(conns)
-        })?;
+        // A lazy channel starts its worker task on the runtime.
+        let conns: Vec<Channel> = {
+            let _in = rt.enter();
+            uris.iter().map(|ep| ep.connect_lazy()).collect()
+        };
         Ok(Client {
             endpoints: endpoints.into(),
             conns: conns.into(),
@@ -312,8 +333,8 @@ impl Client {
     /// cluster.
     fn call_within<T, F, Fut>(&self, what: &str, budget: Duration, call: F) -> EtcdResult<T>
     where
-        F: Fn(etcd_client::Client) -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let n = self.endpoints.len();
         let start = Instant::now();
@@ -359,8 +380,8 @@ impl Client {
     /// `call` on endpoint `k`, within `timeout`.
     fn call_one<T, F, Fut>(&self, k: usize, timeout: Duration, call: &F) -> Result<T, CallError>
     where
-        F: Fn(etcd_client::Client) -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let fut = call(self.conns[k].clone());
         match self
@@ -375,16 +396,18 @@ impl Client {
 
     /// A new lease of `ttl` seconds: its ID and the TTL granted.
     pub(super) fn grant(&self, ttl: i64) -> EtcdResult<(i64, i64)> {
-        let r = self.call_within("lease grant", RETRY_BUDGET, |mut c| async move {
-            c.lease_grant(ttl, None).await
+        let r = self.call_within("lease grant", RETRY_BUDGET, |c| async move {
+            let m = pb::LeaseGrantRequest { ttl, id: 0 };
+            LeaseClient::new(c).lease_grant(req(m)).await
         })?;
-        if r.id() == 0 {
+        let r = r.into_inner();
+        if r.id == 0 {
             return Err(EtcdError::Refused(format!(
                 "etcd refused a lease grant: {}",
-                r.error()
+                r.error
             )));
         }
-        Ok((r.id(), r.ttl()))
+        Ok((r.id, r.ttl))
     }
 
     /// Renew lease `id` once, within `limit` in all: the TTL it now has
@@ -397,14 +420,15 @@ impl Client {
         let start = Instant::now();
         let first = self.current.load(Ordering::Relaxed) % n;
         let mut last = String::new();
-        let renew = |mut c: etcd_client::Client| async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            match stream.message().await? {
-                Some(r) => Ok((r.ttl(), r.header().map_or(0, |h| h.revision()))),
-                None => Err(etcd_client::Error::LeaseKeepAliveError(
-                    "the keep-alive stream ended".into(),
-                )),
+        let renew = |c: Channel| async move {
+            let m = stream_of(vec![pb::LeaseKeepAliveRequest { id }]);
+            let mut answers = LeaseClient::new(c)
+                .lease_keep_alive(req(m))
+                .await?
+                .into_inner();
+            match answers.message().await? {
+                Some(r) => Ok((r.ttl, revision(r.header.as_ref()))),
+                None => Err(tonic::Status::unavailable("the keep-alive stream ended")),
             }
         };
         for i in 0..n {
@@ -442,8 +466,10 @@ impl Client {
     }
 
     fn revoke_within(&self, id: i64, budget: Duration) -> EtcdResult<()> {
-        self.call_within("lease revoke", budget, |mut c| async move {
-            c.lease_revoke(id).await
+        self.call_within("lease revoke", budget, |c| async move {
+            LeaseClient::new(c)
+                .lease_revoke(req(pb::LeaseRevokeRequest { id }))
+                .await
         })
         .map(drop)
     }
@@ -455,27 +481,27 @@ impl Client {
         success: Vec<Op>,
         failure: Vec<Op>,
     ) -> EtcdResult<Answer> {
-        let txn = Txn::new()
-            .when(compare.iter().map(cmp).collect::<Vec<_>>())
-            .and_then(success.iter().map(op).collect::<Vec<_>>())
-            .or_else(failure.iter().map(op).collect::<Vec<_>>());
-        let r = self.call_within("txn", RETRY_BUDGET, |mut c| {
+        let txn = pb::TxnRequest {
+            compare: compare.into_iter().map(cmp).collect(),
+            success: success.into_iter().map(op).collect(),
+            failure: failure.into_iter().map(op).collect(),
+        };
+        let r = self.call_within("txn", RETRY_BUDGET, |c| {
             let txn = txn.clone();
-            async move { c.txn(txn).await }
+            async move { KvClient::new(c).txn(req(txn)).await }
         })?;
-        Ok(Answer::of(&r))
+        Ok(Answer::of(r.into_inner()))
     }
 
     /// Every key with `prefix`, and the revision it was read at.
     pub(super) fn range_prefix(&self, prefix: &[u8]) -> EtcdResult<(Vec<Kv>, i64)> {
-        let r = self.call_within("range", RETRY_BUDGET, |mut c| {
-            let key = prefix.to_vec();
-            async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+        let r = self.call_within("range", RETRY_BUDGET, |c| {
+            let m = range(prefix, true);
+            async move { KvClient::new(c).range(req(m)).await }
         })?;
-        Ok((
-            r.kvs().iter().map(Kv::of).collect(),
-            r.header().map_or(0, |h| h.revision()),
-        ))
+        let r = r.into_inner();
+        let rev = revision(r.header.as_ref());
+        Ok((r.kvs.into_iter().map(Kv::of).collect(), rev))
     }
 
     /// Open a watch stream on endpoint `first` or the next that accepts it,
@@ -486,34 +512,34 @@ impl Client {
         first: usize,
         keys: &[(Vec<u8>, bool, bool)],
         start: i64,
-    ) -> Option<etcd_client::WatchStream> {
+    ) -> Option<tonic::Streaming<pb::WatchResponse>> {
+        use pb::watch_create_request::FilterType;
+        use pb::watch_request::RequestUnion;
         let n = self.endpoints.len();
-        let options = |(key, prefix, deletes_only): &(Vec<u8>, bool, bool)| {
-            let mut o = WatchOptions::new().with_start_revision(start);
-            if *prefix {
-                o = o.with_range(prefix_end(key));
-            }
-            if *deletes_only {
-                o = o.with_filters([WatchFilterType::NoPut]);
-            }
-            o
-        };
+        let creates: Vec<pb::WatchRequest> = keys
+            .iter()
+            .map(|(key, prefix, deletes_only)| pb::WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                    key: key.clone(),
+                    range_end: if *prefix { prefix_end(key) } else { Vec::new() },
+                    start_revision: start,
+                    filters: if *deletes_only {
+                        vec![FilterType::Noput as i32]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                })),
+            })
+            .collect();
         for i in 0..n {
             let k = (first + i) % n;
-            let mut c = self.conns[k].clone();
-            let open = async {
-                let (key0, rest) = keys.split_first()?;
-                let mut s = c.watch(key0.0.clone(), Some(options(key0))).await.ok()?;
-                for kd in rest {
-                    s.watch(kd.0.clone(), Some(options(kd))).await.ok()?;
-                }
-                Some(s)
-            };
-            if let Ok(Some(s)) = self
-                .rt
-                .block_on(async { tokio::time::timeout(CALL_TIMEOUT, open).await })
-            {
-                return Some(s);
+            let mut w = WatchClient::new(self.conns[k].clone());
+            let creates = creates.clone();
+            if let Ok(Ok(s)) = self.rt.block_on(async {
+                tokio::time::timeout(CALL_TIMEOUT, w.watch(req(stream_of(creates)))).await
+            }) {
+                return Some(s.into_inner());
             }
         }
         None
@@ -544,15 +570,15 @@ impl Client {
             .spawn(move || {
                 if let Some(mut s) = me.open_watch(first, &keys, start) {
                     while let Ok(Some(r)) = me.rt.block_on(s.message()) {
-                        if r.canceled() {
+                        if r.canceled {
                             break;
                         }
                         let got: Vec<(bool, Kv)> = r
-                            .events()
-                            .iter()
+                            .events
+                            .into_iter()
                             .filter_map(|e| {
-                                let kv = Kv::of(e.kv()?);
-                                Some((e.event_type() == EventType::Delete, kv))
+                                let deleted = e.r#type == pb::event::EventType::Delete as i32;
+                                Some((deleted, Kv::of(e.kv?)))
                             })
                             .filter(|(deleted, kv)| *deleted || !skip(kv))
                             .collect();
@@ -582,13 +608,13 @@ impl Client {
             loop {
                 if let Some(mut s) = me.open_watch(k, &keys, next) {
                     while let Ok(Some(r)) = me.rt.block_on(s.message()) {
-                        if r.canceled() {
+                        if r.canceled {
                             // Compacted: the caller reads again from now.
-                            next = r.compact_revision().max(next);
+                            next = r.compact_revision.max(next);
                             break;
                         }
-                        if !r.events().is_empty() {
-                            next = r.header().map_or(next, |h| h.revision() + 1);
+                        if !r.events.is_empty() {
+                            next = revision(r.header.as_ref()) + 1;
                             if !on_event() {
                                 return;
                             }
@@ -606,37 +632,65 @@ impl Client {
     }
 }
 
-fn op(o: &Op) -> TxnOp {
-    match o {
-        Op::Put { key, value, lease } => {
-            let opts = (*lease != 0).then(|| PutOptions::new().with_lease(*lease));
-            TxnOp::put(key.clone(), value.clone(), opts)
-        }
-        Op::PutKeepLease { key, value } => TxnOp::put(
-            key.clone(),
-            value.clone(),
-            Some(PutOptions::new().with_ignore_lease()),
-        ),
-        Op::Range { key, prefix } => TxnOp::get(
-            key.clone(),
-            prefix.then(|| GetOptions::new().with_range(prefix_end(key))),
-        ),
-        Op::Delete { key } => TxnOp::delete(key.clone(), None::<DeleteOptions>),
+/// A range request for `key`, or every key under it.
+fn range(key: &[u8], prefix: bool) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: key.to_vec(),
+        range_end: if prefix { prefix_end(key) } else { Vec::new() },
+        ..Default::default()
     }
 }
 
-fn cmp(c: &Cmp) -> Compare {
-    match c {
-        Cmp::Rev {
+fn op(o: Op) -> pb::RequestOp {
+    use pb::request_op::Request;
+    let request = match o {
+        Op::Put { key, value, lease } => Request::RequestPut(pb::PutRequest {
             key,
-            create: true,
-            rev,
-        } => Compare::create_revision(key.clone(), CompareOp::Equal, *rev),
-        Cmp::Rev { key, rev, .. } => Compare::mod_revision(key.clone(), CompareOp::Equal, *rev),
-        Cmp::UnchangedSince { prefix, revision } => {
-            Compare::mod_revision(prefix.clone(), CompareOp::Less, revision + 1)
-                .with_range(prefix_end(prefix))
-        }
+            value,
+            lease,
+            ..Default::default()
+        }),
+        Op::PutKeepLease { key, value } => Request::RequestPut(pb::PutRequest {
+            key,
+            value,
+            ignore_lease: true,
+            ..Default::default()
+        }),
+        Op::Range { key, prefix } => Request::RequestRange(range(&key, prefix)),
+        Op::Delete { key } => Request::RequestDeleteRange(pb::DeleteRangeRequest {
+            key,
+            ..Default::default()
+        }),
+    };
+    pb::RequestOp {
+        request: Some(request),
+    }
+}
+
+fn cmp(c: Cmp) -> pb::Compare {
+    match c {
+        Cmp::Rev { key, create, rev } => pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: if create {
+                CompareTarget::Create as i32
+            } else {
+                CompareTarget::Mod as i32
+            },
+            key,
+            range_end: Vec::new(),
+            target_union: Some(if create {
+                TargetUnion::CreateRevision(rev)
+            } else {
+                TargetUnion::ModRevision(rev)
+            }),
+        },
+        Cmp::UnchangedSince { prefix, revision } => pb::Compare {
+            result: CompareResult::Less as i32,
+            target: CompareTarget::Mod as i32,
+            range_end: prefix_end(&prefix),
+            key: prefix,
+            target_union: Some(TargetUnion::ModRevision(revision + 1)),
+        },
     }
 }
 

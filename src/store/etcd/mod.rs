@@ -70,6 +70,10 @@ mod client;
 mod fuzz;
 mod keys;
 mod lease;
+/// etcd's messages and client stubs, generated (tools/etcd-proto).
+#[allow(unreachable_pub, clippy::all, clippy::pedantic, dead_code)]
+#[rustfmt::skip]
+mod pb;
 mod view;
 
 /// `--etcd-prefix`, `--etcd-ttl` and the endpoints, as given.
