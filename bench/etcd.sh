@@ -63,6 +63,9 @@
 #                       a job) in the same rounds: the floor under baton's
 #                       drain. Builds bench/floor first (needs protoc)
 #   RECIPE_BIN=path     use this `recipe` binary (FLOOR=1 without building)
+#   BEFORE=path         also drain this other baton build (tool baton-before,
+#                       e.g. the commit before a change) in the same rounds
+#                       (as bench/run.sh's BEFORE)
 #   ETCD=/usr/bin/etcd  ETCDCTL=/usr/bin/etcdctl
 #   KEEP=0              1: keep the scratch directory (raw data, logs)
 #
@@ -174,6 +177,10 @@ if [[ $FLOOR == 1 ]]; then
     fi
     [[ -x $RECIPE ]] || die "recipe binary not found at $RECIPE"
     DRAIN_TOOLS+=(recipe-grpc recipe-json recipe-grpc-reads recipe-json-reads)
+fi
+if [[ -n ${BEFORE:-} ]]; then
+    [[ -x $BEFORE ]] || die "BEFORE: no executable at $BEFORE"
+    DRAIN_TOOLS+=(baton-before)
 fi
 
 # --- ports ------------------------------------------------------------------
@@ -420,8 +427,10 @@ cpu_snap() {
         done
         read -r s <"/proc/$$/stat"; s=${s##*) }; read -r -a f <<<"$s"
         printf 'jobs %s %s\n' "${f[13]}" "${f[14]}"
-        read -r _ u n sy id io irq sirq _ </proc/stat
+        read -r _ u n sy id io irq sirq st _ </proc/stat
         printf 'machine %s %s\n' "$(( u + n + sy + irq + sirq ))" "$(( id + io ))"
+        # Time the hypervisor ran others on this VM's cores (a noisy host).
+        printf 'stolen %s 0\n' "${st:-0}"
     } >"$1"
 }
 
@@ -450,9 +459,11 @@ drain() {
     snap "$md" pre
     cpu_snap "$md/pre.cpu"
     t0=$(now_us)
-    if [[ $tool == baton ]]; then
+    if [[ $tool == baton || $tool == baton-before ]]; then
+        local bin=$BATON
+        [[ $tool == baton-before ]] && bin=$BEFORE prefix=bench/d$round-before/
         for (( i = 0; i < N; i++ )); do
-            "$BATON" run -q --etcd "${GW[i % 3]}" --etcd-prefix "$prefix" -l x -- true >>"$log" 2>&1 &
+            "$bin" run -q --etcd "${GW[i % 3]}" --etcd-prefix "$prefix" -l x -- true >>"$log" 2>&1 &
             pids+=($!)
         done
     elif [[ $tool == etcdctl ]]; then
@@ -726,7 +737,7 @@ python3 "$PY" report \
     --uncontended "$( [[ $UNC_MODE != none ]] && echo "$UNC_JSON" || true)" --uncontended-mode "$UNC_MODE" \
     --n "$N" --rounds "$ROUNDS" --drain-ran "$DRAIN" --unc-runs "$UNC_RUNS" --samples "$HANDOVER" \
     --idle-secs "$IDLE_SECS" --clk-tck "$(getconf CLK_TCK)" --settle "$SETTLE" \
-    --command "$(env | grep -E '^(ROUNDS|N|DRAIN|FLOOR|UNCONTENDED|UNC_RUNS|UNC_WARMUP|HANDOVER|SETTLE|IDLE|IDLE_SECS|IDLE_WAITERS|IDLE_TTLS|IDLE_ETCDCTL|PORT_BASE|HISTORY|BUILD|TARGET|BATON_BIN)=' | sort | sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')bash bench/etcd.sh" \
+    --command "$(env | grep -E '^(ROUNDS|N|DRAIN|FLOOR|BEFORE|UNCONTENDED|UNC_RUNS|UNC_WARMUP|HANDOVER|SETTLE|IDLE|IDLE_SECS|IDLE_WAITERS|IDLE_TTLS|IDLE_ETCDCTL|PORT_BASE|HISTORY|BUILD|TARGET|BATON_BIN)=' | sort | sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')bash bench/etcd.sh" \
     --meta "baton=$BATON (sha256 $BATON_SUM…, $BATON_KIND)" \
     --meta "built from=$BUILT_FROM" \
     --meta "etcd=$ETCD_VERSION; $("$ETCDCTL" version | head -n 1)" \

@@ -36,6 +36,7 @@ LABEL = {
     "recipe-json": "floor: the recipe, JSON gateway (`recipe json GW x -- true`)",
     "recipe-grpc-reads": "floor: the recipe, gRPC, + baton's 2 queue reads (`recipe grpc --reads ...`)",
     "recipe-json-reads": "floor: the recipe, JSON, + baton's 2 queue reads (`recipe json --reads ...`)",
+    "baton-before": "baton, another build (BEFORE: the one before a change)",
 }
 TOOLS = list(LABEL)   # the drain's tools, in the order of the tables
 
@@ -194,7 +195,7 @@ def drain_requests(w, root):
     if not jobs:
         return
     w("etcd requests per job in the measured drains (gRPC messages received, the 3 members "
-      "summed: one per unary call or stream message; baton's JSON requests are gRPC calls "
+      "summed: one per unary call or stream message; a JSON request (recipe-json) is a gRPC call "
       "behind each member's gateway):")
     w("")
     w("| tool | messages / job | by method, per job |")
@@ -236,7 +237,7 @@ def drain_cpu(w, root):
         ms = lambda t: t * 1000.0 / clk / n
         group = collections.Counter()
         for k in b:
-            if k in a and k != "machine":
+            if k in a and k not in ("machine", "stolen"):
                 g = "gateways" if k.startswith("gateway") else "members" if k.startswith("m") else k
                 group[g] += (b[k][0] + b[k][1]) - (a[k][0] + a[k][1])
         r = rows[meta["tool"]]
@@ -244,21 +245,25 @@ def drain_cpu(w, root):
             r[g].append(ms(group[g]))
         r["busy"].append(ms(b["machine"][0] - a["machine"][0]))
         r["idle"].append(ms(b["machine"][1] - a["machine"][1]))
+        if "stolen" in a and "stolen" in b:
+            r["stolen"].append(ms(b["stolen"][0] - a["stolen"][0]))
     if not rows:
         return
     w("CPU in the measured drains, ms per job (all cores; utime+stime, 100 ticks/s, so a job's "
       "own share is coarse): *jobs* = the batons or etcdctl processes and their `true`s, "
       "*gateways* = the 3 `etcd gateway`s, *members* = the 3 etcd members, *machine busy/idle* "
-      "= /proc/stat over the drain (2 cores: busy + idle = 2 x wall). Medians over the rounds.")
+      "= /proc/stat over the drain, *stolen* = the time the hypervisor gave this VM's cores "
+      "to others (2 cores: busy + idle + stolen = 2 x wall; a large *stolen* is a noisy host, "
+      "and slows every tool of the round). Medians over the rounds.")
     w("")
-    w("| tool | jobs | gateways | members | machine busy | machine idle |")
-    w("|---|---:|---:|---:|---:|---:|")
+    w("| tool | jobs | gateways | members | machine busy | machine idle | stolen |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
     for t in TOOLS:
         if t not in rows:
             continue
         r = rows[t]
-        w(f"| {t} | " + " | ".join(f"{statistics.median(r[g]):.2f}"
-                                   for g in ("jobs", "gateways", "members", "busy", "idle")) + " |")
+        w(f"| {t} | " + " | ".join(f"{statistics.median(r[g]):.2f}" if r[g] else "–"
+                                   for g in ("jobs", "gateways", "members", "busy", "idle", "stolen")) + " |")
     w("")
 
 
@@ -385,6 +390,14 @@ def cmd_report(argv):
                 vs_b = f"{ratio(med[t] / med['baton'])}" if "baton" in med else "–"
                 w(f"| {t} | {f3(med[t])} | {ratio(med[t] / med['etcdctl'])} | "
                   f"{ratio(statistics.median(pr)) if pr else '–'} | {vs_b} |")
+            w("")
+        if "baton-before" in med and "baton" in med:
+            pb = [per_job["baton"][r] / per_job["baton-before"][r]
+                  for r in per_job["baton"] if r in per_job["baton-before"]]
+            w(f"baton / the other build (BEFORE), same rounds: **{ratio(med['baton'] / med['baton-before'])}** "
+              f"(medians), {ratio(statistics.median(pb)) if pb else '–'} (paired); the other build / "
+              f"etcdctl lock: {ratio(med['baton-before'] / med['etcdctl'])} (medians), "
+              f"{ratio(statistics.median(paired('baton-before'))) if paired('baton-before') else '–'} (paired).")
             w("")
         drain_requests(w, a.drain_metrics)
         drain_cpu(w, a.drain_metrics)

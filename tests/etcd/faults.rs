@@ -385,6 +385,37 @@ fn unreachable_cluster_at_start_exits_69() {
     assert!(err.starts_with("baton: "), "{err:?}");
 }
 
+/// An endpoint that is not an `http://` URL (no scheme, no host, TLS, which
+/// this version does not have): one line naming it, exit 64, nothing run.
+#[test]
+fn bad_endpoints_are_refused_with_64() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let marker = tmp.path().join("ran");
+    for url in [
+        "127.0.0.1:2379",
+        "http://",
+        "https://127.0.0.1:2379",
+        "http://127.0.0.1:1,ftp://x",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["run", "--etcd", url, "-l", "x", "--", "touch"])
+            .arg(&marker)
+            .env("BATON_DIR", tmp.path().join("state"))
+            .env("BATON_HISTORY", tmp.path().join("history"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("baton");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{url}: {out:?}");
+        assert_eq!(err.lines().count(), 1, "{url}: one line: {err:?}");
+        assert!(
+            err.starts_with("baton: ") && err.contains("--etcd"),
+            "{url}: {err:?}"
+        );
+        assert!(!marker.exists(), "{url}: the command ran");
+    }
+}
+
 /// A waiter killed with SIGKILL blocks the queue no longer than its lease.
 #[test]
 fn sigkilled_waiter_blocks_no_longer_than_its_lease() {
