@@ -232,6 +232,14 @@ pub(crate) struct Client {
     current: Arc<AtomicUsize>,
 }
 
+/// Why a pass over the endpoints failed.
+enum Pass {
+    /// Refused by an endpoint: the same on every other.
+    Refused(String),
+    /// No endpoint answered in time: the last one's failure.
+    Failed(String),
+}
+
 /// Why one call to one endpoint failed.
 enum CallError {
     /// Worth trying another endpoint.
@@ -336,12 +344,10 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let n = self.endpoints.len();
         let start = Instant::now();
         let mut pause = Duration::from_millis(50);
         let mut last = String::new();
         for pass in 0.. {
-            let first = self.current.load(Ordering::Relaxed) % n;
             // A healthy member answers in milliseconds: the first pass does
             // not wait long on a frozen one.
             let timeout = if pass == 0 {
@@ -349,22 +355,10 @@ impl Client {
             } else {
                 CALL_TIMEOUT
             };
-            for i in 0..n {
-                let k = (first + i) % n;
-                match self.call_one(k, timeout, &call) {
-                    Ok(v) => {
-                        self.current.store(k, Ordering::Relaxed);
-                        return Ok(v);
-                    }
-                    Err(CallError::Retry(why)) => {
-                        last = format!("{}: {what}: {why}", self.endpoints[k]);
-                        // Start the next call elsewhere.
-                        self.current.store((k + 1) % n, Ordering::Relaxed);
-                    }
-                    Err(CallError::Fatal(why)) => {
-                        return Err(EtcdError::Refused(format!("{why} ({what})")));
-                    }
-                }
+            match self.pass(what, &call, || Some(timeout)) {
+                Ok(v) => return Ok(v),
+                Err(Pass::Refused(why)) => return Err(EtcdError::Refused(why)),
+                Err(Pass::Failed(why)) => last = why,
             }
             if start.elapsed() + pause > budget {
                 break;
@@ -375,6 +369,40 @@ impl Client {
         Err(EtcdError::Unreachable(format!(
             "the etcd cluster could not be reached ({last})"
         )))
+    }
+
+    /// One pass over the endpoints, from the one that answered last: the
+    /// first answer; each try within what `limit` says then (None: no time
+    /// is left). A failed try starts the next call elsewhere.
+    fn pass<T, F, Fut>(
+        &self,
+        what: &str,
+        call: &F,
+        limit: impl Fn() -> Option<Duration>,
+    ) -> Result<T, Pass>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let n = self.endpoints.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut last = String::new();
+        for i in 0..n {
+            let Some(timeout) = limit() else { break };
+            let k = (first + i) % n;
+            match self.call_one(k, timeout, call) {
+                Ok(v) => {
+                    self.current.store(k, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(CallError::Retry(why)) => {
+                    last = format!("{}: {what}: {why}", self.endpoints[k]);
+                    self.current.store((k + 1) % n, Ordering::Relaxed);
+                }
+                Err(CallError::Fatal(why)) => return Err(Pass::Refused(format!("{why} ({what})"))),
+            }
+        }
+        Err(Pass::Failed(last))
     }
 
     /// `call` on endpoint `k`, within `timeout`.
@@ -416,10 +444,7 @@ impl Client {
     /// one that hangs takes what is left, and the next try starts
     /// elsewhere). The renewing thread has its own retry, on its deadline.
     pub(super) fn keepalive(&self, id: i64, limit: Duration) -> EtcdResult<(i64, i64)> {
-        let n = self.endpoints.len();
         let start = Instant::now();
-        let first = self.current.load(Ordering::Relaxed) % n;
-        let mut last = String::new();
         let renew = |c: Channel| async move {
             let m = stream_of(vec![pb::LeaseKeepAliveRequest { id }]);
             let mut answers = LeaseClient::new(c)
@@ -431,27 +456,14 @@ impl Client {
                 None => Err(tonic::Status::unavailable("the keep-alive stream ended")),
             }
         };
-        for i in 0..n {
-            let left = limit.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            let k = (first + i) % n;
-            match self.call_one(k, left, &renew) {
-                Ok(v) => {
-                    self.current.store(k, Ordering::Relaxed);
-                    return Ok(v);
-                }
-                Err(CallError::Retry(why)) => {
-                    last = format!("{}: lease keep-alive: {why}", self.endpoints[k]);
-                    self.current.store((k + 1) % n, Ordering::Relaxed);
-                }
-                Err(CallError::Fatal(why)) => return Err(EtcdError::Refused(why)),
-            }
+        let left = || Some(limit.saturating_sub(start.elapsed())).filter(|d| !d.is_zero());
+        match self.pass("lease keep-alive", &renew, left) {
+            Ok(v) => Ok(v),
+            Err(Pass::Refused(why)) => Err(EtcdError::Refused(why)),
+            Err(Pass::Failed(why)) => Err(EtcdError::Unreachable(format!(
+                "the etcd cluster could not be reached ({why})"
+            ))),
         }
-        Err(EtcdError::Unreachable(format!(
-            "the etcd cluster could not be reached ({last})"
-        )))
     }
 
     pub(super) fn revoke(&self, id: i64) -> EtcdResult<()> {
