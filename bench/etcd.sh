@@ -134,8 +134,12 @@ command -v curl >/dev/null || die "curl is needed (health and metrics)"
 command -v date >/dev/null && [[ $(date +%N) =~ ^[0-9]{9}$ ]] || die "date +%N (GNU coreutils) is needed"
 [[ -d $DATA_ROOT ]] || die "DATA_ROOT=$DATA_ROOT is not a directory"
 
-# Only what this script sets reaches etcd, etcdctl and baton.
+# Only what this script sets reaches etcd, etcdctl and baton (BATON_BIN is
+# this script's own knob: kept; it was unset here once, so every run built
+# the work tree whatever BATON_BIN said).
+GIVEN_BIN=${BATON_BIN:-}
 while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(ETCD_|ETCDCTL_|BATON_)' || true)
+if [[ -n $GIVEN_BIN ]]; then export BATON_BIN=$GIVEN_BIN; fi
 export ETCDCTL_API=3
 if [[ $HISTORY == 0 ]]; then export BATON_HISTORY=; fi
 
