@@ -139,3 +139,36 @@ fn cancel_a_waiting_job_on_another_host() {
     assert_eq!(read_lines(&log), Vec::<String>::new(), "it never ran");
     c.assert_idle(0);
 }
+
+/// As locally, `status` names a running job by its command's pid (and
+/// its baton's as `baton_pid`), on every host, and so does a waiter's
+/// "held by" line; a waiting job is named by its baton's pid.
+#[test]
+fn status_names_a_holder_by_its_commands_pid() {
+    let c = cluster!("pid");
+    let holder = c.hold(0, "holder", &["-l", "r"]);
+    let cmd = i64::from(holder.pid.as_raw());
+    await_that("status shows the holder's command's pid", || {
+        c.status(0)["resources"][0]["holders"][0]["pid"] == cmd
+    });
+    let mut waiter = c.spawn(1, "waiter", &["--name", "waiter", "-l", "r", "--", "true"]);
+    waiter.await_stderr(&format!("held by holder (pid {cmd})"));
+    c.await_waiters(0, "r", 1);
+    for h in 0..HOSTS {
+        let st = c.status(h)["resources"][0].clone();
+        assert_eq!(st["holders"][0]["pid"], cmd, "{st}");
+        assert_eq!(
+            st["holders"][0]["baton_pid"],
+            i64::from(holder.job.pid().as_raw()),
+            "{st}"
+        );
+        assert_eq!(
+            st["waiters"][0]["pid"],
+            i64::from(waiter.pid().as_raw()),
+            "{st}"
+        );
+    }
+    holder.release();
+    assert_eq!(waiter.wait(), Some(0), "{}", waiter.stderr());
+    c.assert_idle(2);
+}

@@ -284,7 +284,8 @@ pub(crate) struct EtcdJob {
     /// net: see [`QueuedJob::on_deadline`]).
     cut: (i64, Instant),
     /// The other jobs the last decision read, for [`QueuedJob::describe`].
-    seen: Vec<(Seq, RecordValue)>,
+    /// Each: its seq, its record's key, the record.
+    seen: Vec<(Seq, Vec<u8>, RecordValue)>,
     /// The cluster did not answer the last decision: when to try again.
     retry_at: Option<Instant>,
     /// The queues of its resources as its grant left them (read from
@@ -811,7 +812,7 @@ impl EtcdJob {
             self.seen = cut
                 .others
                 .iter()
-                .map(|(e, _, rv)| (e.rank.seq, rv.clone()))
+                .map(|(e, key, rv)| (e.rank.seq, key.clone(), rv.clone()))
                 .collect();
             let Some((own_kv, own)) = &cut.own else {
                 self.reenter()?;
@@ -1166,18 +1167,30 @@ impl QueuedJob for EtcdJob {
         }
     }
 
-    /// From the last decision's read (no request): a holder's record
-    /// says who it is.
+    /// From the last decision's read: a holder's record says who it is;
+    /// its details, read now (only when shown), its command's pid, as
+    /// locally (its baton's if it has none yet, or the read fails).
     fn describe(&self, id: Seq) -> Option<Holder> {
-        let (_, rv) = self.seen.iter().find(|(seq, _)| *seq == id)?;
+        let (_, key, rv) = self.seen.iter().find(|(seq, _, _)| *seq == id)?;
         let name = if rv.host != self.host {
             format!("{} on {}", rv.name, rv.host)
         } else {
             rv.name.clone()
         };
+        // A record's key ends with its lease, as the job's details' does.
+        let lease = &key[key.len().saturating_sub(16)..];
+        let details = [self.keys.jobs().as_slice(), lease].concat();
+        let child = self
+            .client
+            .range_prefix(&details)
+            .ok()
+            .and_then(|(kvs, _)| {
+                let kv = kvs.into_iter().find(|kv| kv.key == details)?;
+                serde_json::from_slice::<JobInfo>(&kv.value).ok()?.child
+            });
         Some(Holder {
             name,
-            pid: rv.pid,
+            pid: child.unwrap_or(rv.pid),
             started_ms: (rv.since > 0).then_some(rv.since),
         })
     }
@@ -1249,6 +1262,22 @@ impl QueuedJob for EtcdJob {
                 self.start_view(&v, at);
             }
         }
+        // As locally, `status` names a holder by its command's pid (its
+        // details key gets it), unless the command is already gone: a
+        // command that ends within a round trip (a drain's `true`) costs
+        // the cluster no write.
+        if self.run.as_ref().is_some_and(RunLock::held) {
+            self.info.child = Some(pid);
+            let _ = self.client.txn(
+                Vec::new(),
+                vec![op_put(
+                    &self.keys.job(self.lease.id),
+                    &serde_json::to_vec(&self.info).unwrap_or_default(),
+                    self.lease.id,
+                )],
+                Vec::new(),
+            );
+        }
     }
 
     fn unspawned(&mut self) {
@@ -1298,6 +1327,7 @@ impl QueuedJob for EtcdJob {
         self.preemptions = self.preemptions.saturating_add(1);
         self.run = None;
         self.child = None;
+        self.info.child = None;
         self.fence = 0;
         let puts: Vec<Op> = self
             .info
@@ -1423,7 +1453,9 @@ impl EtcdJoined {
         }
         let rev = v.revision;
         let job = store.keys.job(run);
-        wake.watch(&store.client, &job, rev + 1);
+        // Its deletion only: the run rewrites its details when its
+        // command starts.
+        wake.watch_all(&store.client, &[(&job, true)], rev + 1);
         Ok(Some(EtcdJoined {
             client: store.client.clone(),
             keys: store.keys.clone(),
@@ -1463,13 +1495,14 @@ impl JoinedRun for EtcdJoined {
         match self.client.range_prefix(&self.keys.job(self.run)) {
             Ok((kvs, rev)) if kvs.iter().any(|kv| kv.key == self.keys.job(self.run)) => {
                 self.wake
-                    .watch(&self.client, &self.keys.job(self.run), rev + 1);
+                    .watch_all(&self.client, &[(&self.keys.job(self.run), true)], rev + 1);
                 false
             }
             Ok(_) => true,
             // The cluster is unreachable: wait for a wake-up again.
             Err(_) => {
-                self.wake.watch(&self.client, &self.keys.job(self.run), 0);
+                self.wake
+                    .watch_all(&self.client, &[(&self.keys.job(self.run), true)], 0);
                 false
             }
         }
