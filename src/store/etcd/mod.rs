@@ -50,8 +50,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::client::{
-    Answer, Client, Cmp, EtcdError, Kv, Op, cmp_rev, cmp_unchanged_since, op_delete, op_put,
-    op_put_keep_lease, op_range, txn_range,
+    Answer, Client, Cmp, EtcdError, Kv, Op, cmp_created, cmp_modified, cmp_unchanged_since,
+    op_delete, op_put, op_put_keep_lease, op_range,
 };
 use self::keys::{Keys, RecordValue};
 pub(crate) use self::lease::Hold;
@@ -122,7 +122,7 @@ impl EtcdStore {
             ],
             Vec::new(),
         )?;
-        Ok((txn_range(&v, 0), txn_range(&v, 1), v.revision))
+        Ok((v.range(0), v.range(1), v.revision))
     }
 }
 
@@ -390,7 +390,7 @@ impl EtcdJob {
                 puts.push(op_put(&name_key, lease.id.to_string().as_bytes(), lease.id));
                 puts.extend(reads);
                 store.client.txn(
-                    vec![cmp_rev(&name_key, "CREATE", 0)],
+                    vec![cmp_created(&name_key, 0)],
                     puts,
                     vec![op_range(&name_key, false)],
                 )?
@@ -400,7 +400,7 @@ impl EtcdJob {
             };
             if opts.coalesce && !v.succeeded {
                 // A run of this name waits: join it.
-                let Some(kv) = txn_range(&v, 0).into_iter().next() else {
+                let Some(kv) = v.range(0).into_iter().next() else {
                     continue;
                 };
                 let run: i64 = String::from_utf8_lossy(&kv.value).parse().unwrap_or(0);
@@ -465,11 +465,11 @@ impl EtcdJob {
     /// The cut in the responses of txn `v`, from response `at` on.
     fn parse_cut(&self, v: &Answer, at: usize) -> Cut {
         let n = self.info.resources.len();
-        let records = (0..n).map(|i| txn_range(v, at + i)).collect();
+        let records = (0..n).map(|i| v.range(at + i)).collect();
         let guards = (0..n)
-            .map(|i| txn_range(v, at + n + i).into_iter().next())
+            .map(|i| v.range(at + n + i).into_iter().next())
             .collect();
-        let own = txn_range(v, at + 2 * n).into_iter().next();
+        let own = v.range(at + 2 * n).into_iter().next();
         self.build_cut(v.revision, records, guards, own)
     }
 
@@ -691,7 +691,7 @@ impl EtcdJob {
             .resources
             .iter()
             .zip(&cut.guards)
-            .map(|(r, m)| cmp_rev(&self.keys.guard(&r.name), "MOD", *m))
+            .map(|(r, m)| cmp_modified(&self.keys.guard(&r.name), *m))
             .collect()
     }
 
@@ -705,11 +705,7 @@ impl EtcdJob {
 
     fn grant(&mut self, cut: &Cut) -> Result<bool> {
         let mut compare: Vec<Cmp> = self.guards_unchanged(cut);
-        compare.extend(
-            self.records
-                .iter()
-                .map(|k| cmp_rev(k, "CREATE", self.seq as i64)),
-        );
+        compare.extend(self.records.iter().map(|k| cmp_created(k, self.seq as i64)));
         let mut puts: Vec<Op> = self
             .info
             .resources
@@ -1008,7 +1004,7 @@ impl Store for EtcdStore {
                 // Against the grant: only if no record changed since read.
                 let compare = recs
                     .iter()
-                    .map(|(kv, _)| cmp_rev(&kv.key, "MOD", kv.mod_revision))
+                    .map(|(kv, _)| cmp_modified(&kv.key, kv.mod_revision))
                     .collect();
                 let puts = recs
                     .iter()
@@ -1345,7 +1341,7 @@ impl QueuedJob for EtcdJob {
         let compare = self
             .records
             .iter()
-            .map(|k| cmp_rev(k, "CREATE", self.seq as i64))
+            .map(|k| cmp_created(k, self.seq as i64))
             .collect();
         let v = self.client.txn(compare, puts, Vec::new())?;
         if !v.succeeded {
@@ -1441,7 +1437,7 @@ impl EtcdJoined {
         kv: &Kv,
     ) -> Result<Option<EtcdJoined>> {
         let v = store.client.txn(
-            vec![cmp_rev(&kv.key, "MOD", kv.mod_revision)],
+            vec![cmp_modified(&kv.key, kv.mod_revision)],
             vec![
                 op_put(&store.keys.joiner(run, lease.id), b"", lease.id),
                 op_range(&store.keys.job(run), false),

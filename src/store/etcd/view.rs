@@ -17,7 +17,7 @@ compaction, a member going away) ends the view: the hand-off reads first.
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::client::{Answer, Client, Kv, txn_range};
+use super::client::{Answer, Client, Kv};
 
 /// The raw state a view keeps, in the shape of a decision's read: each
 /// queue's records, each guard, and the revision each queue is known at.
@@ -51,9 +51,9 @@ impl View {
     ) -> View {
         let n = prefixes.len();
         let revision = v.revision;
-        let records: Vec<Vec<Kv>> = (0..n).map(|i| txn_range(v, at + i)).collect();
+        let records: Vec<Vec<Kv>> = (0..n).map(|i| v.range(at + i)).collect();
         let guards: Vec<Option<Kv>> = (0..n)
-            .map(|i| txn_range(v, at + n + i).into_iter().next())
+            .map(|i| v.range(at + n + i).into_iter().next())
             .collect();
         let state = Arc::new(Mutex::new(State {
             records: records
