@@ -121,13 +121,19 @@ fn arb_kv() -> impl Strategy<Value = Kv> {
 
 /// A transaction's answer of any shape: any number of responses, each a
 /// range's key-values of any bytes (or not a range).
-fn arb_answer() -> impl Strategy<Value = Answer> {
+/// An answer, and the responses it was made of.
+fn arb_answer() -> impl Strategy<Value = (Answer, Vec<Vec<Kv>>)> {
     (
         any::<bool>(),
         any::<i64>(),
         proptest::collection::vec(proptest::collection::vec(arb_kv(), 0..3), 0..4),
     )
-        .prop_map(|(succeeded, revision, ranges)| Answer::with_ranges(succeeded, revision, ranges))
+        .prop_map(|(succeeded, revision, ranges)| {
+            (
+                Answer::with_ranges(succeeded, revision, ranges.clone()),
+                ranges,
+            )
+        })
 }
 
 proptest! {
@@ -168,9 +174,9 @@ proptest! {
     /// bytes): a response past the last reads as empty, and no value baton
     /// could not have written is a record.
     #[test]
-    fn fuzz_etcd_answers(answer in arb_answer(), i in 0usize..6) {
+    fn fuzz_etcd_answers((answer, ranges) in arb_answer(), i in 0usize..6) {
         let got = answer.range(i);
-        prop_assert_eq!(got.len(), answer.range(i).len());
+        prop_assert_eq!(got.len(), ranges.get(i).map_or(0, Vec::len));
         if i >= answer.len() {
             prop_assert!(got.is_empty());
         }
@@ -199,6 +205,8 @@ proptest! {
             prop_assert!(k.starts_with(p) && k[p.len()..].starts_with(tag) && hex32(&k[p.len() + 2..]));
         }
         prop_assert!(hex16(&keys.job(lease)[p.len() + 2..]));
+        // A record names its job's details.
+        prop_assert_eq!(keys.job_of_record(&rec), keys.job(lease));
         prop_assert!(keys.joiner(lease, other).starts_with(&keys.joiners(lease)));
         prop_assert!(hex16(&keys.status(lease)[p.len() + 2..]));
         for k in [res.clone(), rec, keys.records(), keys.jobs(), keys.status(lease)] {

@@ -59,6 +59,13 @@ impl Keys {
         join(&[&self.jobs(), format!("{lease:016x}").as_bytes()])
     }
 
+    /// The details of the job whose record on some resource is `record`
+    /// (`q/<res>/<lease>` → `j/<lease>`).
+    pub(super) fn job_of_record(&self, record: &[u8]) -> Vec<u8> {
+        let lease = &record[record.len().saturating_sub(16)..];
+        join(&[&self.jobs(), lease])
+    }
+
     /// The waiting run of a job name: `n/<hash>`.
     pub(super) fn name(&self, name: &str) -> Vec<u8> {
         join(&[&self.root, format!("n/{:032x}", key_of(name)).as_bytes()])

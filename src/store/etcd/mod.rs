@@ -158,6 +158,11 @@ impl Wake {
         self.watch_all(client, &[(key, false)], from);
     }
 
+    /// Watch `key` from revision `from` for its deletion only.
+    fn watch_deletion(&self, client: &Client, key: &[u8], from: i64) {
+        self.watch_all(client, &[(key, true)], from);
+    }
+
     /// Watch each of `keys` (with `true`: for its deletion only) from
     /// revision `from`, in one stream, but those a stream still watches.
     /// A stream ends at its first batch of events unless that batch
@@ -307,6 +312,15 @@ pub(crate) struct EtcdJob {
     child: Option<i32>,
 }
 
+/// Write a job's details (`j/<lease>`, on its lease).
+fn op_details(keys: &Keys, lease: i64, info: &JobInfo) -> Op {
+    op_put(
+        &keys.job(lease),
+        &serde_json::to_vec(info).unwrap_or_default(),
+        lease,
+    )
+}
+
 /// The reads of a decision: every record of the job's resources, their
 /// guards, and its own first record.
 fn cut_ops(keys: &Keys, info: &JobInfo, own: &[u8]) -> Vec<Op> {
@@ -375,11 +389,7 @@ impl EtcdJob {
                 .zip(&records)
                 .map(|(r, k)| op_put(k, &value(r).encode(), lease.id))
                 .collect();
-            puts.push(op_put(
-                &store.keys.job(lease.id),
-                &serde_json::to_vec(&info).unwrap_or_default(),
-                lease.id,
-            ));
+            puts.push(op_details(&store.keys, lease.id, &info));
             puts.extend(stale.iter().map(|k| op_delete(k)));
             let name_key = store.keys.name(&info.name);
             // The first decision's read, in the same transaction (a read
@@ -1173,9 +1183,7 @@ impl QueuedJob for EtcdJob {
         } else {
             rv.name.clone()
         };
-        // A record's key ends with its lease, as the job's details' does.
-        let lease = &key[key.len().saturating_sub(16)..];
-        let details = [self.keys.jobs().as_slice(), lease].concat();
+        let details = self.keys.job_of_record(key);
         let child = self
             .client
             .range_prefix(&details)
@@ -1264,15 +1272,8 @@ impl QueuedJob for EtcdJob {
         // the cluster no write.
         if self.run.as_ref().is_some_and(RunLock::held) {
             self.info.child = Some(pid);
-            let _ = self.client.txn(
-                Vec::new(),
-                vec![op_put(
-                    &self.keys.job(self.lease.id),
-                    &serde_json::to_vec(&self.info).unwrap_or_default(),
-                    self.lease.id,
-                )],
-                Vec::new(),
-            );
+            let put = op_details(&self.keys, self.lease.id, &self.info);
+            let _ = self.client.txn(Vec::new(), vec![put], Vec::new());
         }
     }
 
@@ -1451,7 +1452,7 @@ impl EtcdJoined {
         let job = store.keys.job(run);
         // Its deletion only: the run rewrites its details when its
         // command starts.
-        wake.watch_all(&store.client, &[(&job, true)], rev + 1);
+        wake.watch_deletion(&store.client, &job, rev + 1);
         Ok(Some(EtcdJoined {
             client: store.client.clone(),
             keys: store.keys.clone(),
@@ -1491,14 +1492,14 @@ impl JoinedRun for EtcdJoined {
         match self.client.range_prefix(&self.keys.job(self.run)) {
             Ok((kvs, rev)) if kvs.iter().any(|kv| kv.key == self.keys.job(self.run)) => {
                 self.wake
-                    .watch_all(&self.client, &[(&self.keys.job(self.run), true)], rev + 1);
+                    .watch_deletion(&self.client, &self.keys.job(self.run), rev + 1);
                 false
             }
             Ok(_) => true,
             // The cluster is unreachable: wait for a wake-up again.
             Err(_) => {
                 self.wake
-                    .watch_all(&self.client, &[(&self.keys.job(self.run), true)], 0);
+                    .watch_deletion(&self.client, &self.keys.job(self.run), 0);
                 false
             }
         }
