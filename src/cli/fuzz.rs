@@ -86,7 +86,7 @@ proptest! {
     /// `--shared`, `--slots NAME=N`, `--name`, `baton status NAME` and
     /// `baton cancel NAME`.
     #[test]
-    fn fuzz_names(s in arb_name_text(), n in prop_oneof![Just("3".to_string()), Just("0".to_string()), Just("1000001".to_string()), arb_duration_text()]) {
+    fn fuzz_names(s in arb_name_text(), n in prop_oneof![Just("3".to_string()), Just("0".to_string()), Just("1000001".to_string()), Just("=1".to_string()), arb_duration_text()]) {
         let ok = !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control);
         match check_name(&s) {
             Ok(()) => prop_assert!(ok),
@@ -104,8 +104,9 @@ proptest! {
             }
         }
         let slots = format!("{s}={n}");
-        let count = n.parse::<u32>().ok().filter(|n| (1..=1_000_000).contains(n));
-        let (name, _) = slots.rsplit_once('=').unwrap();
+        // NAME=N splits at the last '=' (N may itself hold one: "=1").
+        let (name, num) = slots.rsplit_once('=').unwrap();
+        let count = num.parse::<u32>().ok().filter(|n| (1..=1_000_000).contains(n));
         let want = count.is_some() && check_name(name).is_ok();
         if let Ok(r) = RunOnly::try_parse_from(["baton run".to_string(), format!("--slots={slots}"), "true".into()]) {
             match r.run.validate() {
