@@ -516,6 +516,26 @@ impl Client {
         Ok((r.kvs.into_iter().map(Kv::of).collect(), rev))
     }
 
+    /// Key `key` as the member that answers has applied it (a
+    /// serializable read: no round of the members, maybe behind the
+    /// cluster), one pass over the endpoints: `None` if none answers.
+    pub(super) fn get_local(&self, key: &[u8]) -> Option<Kv> {
+        let r = self
+            .call_within("range", Duration::ZERO, |c| {
+                let m = pb::RangeRequest {
+                    serializable: true,
+                    ..range(key, false)
+                };
+                async move { KvClient::new(c).range(req(m)).await }
+            })
+            .ok()?;
+        r.into_inner()
+            .kvs
+            .into_iter()
+            .map(Kv::of)
+            .find(|kv| kv.key == key)
+    }
+
     /// Open a watch stream on endpoint `first` or the next that accepts it,
     /// with one watch per `(key, prefix, deletes_only)` from `start` on.
     /// A refused or silent endpoint moves on to the next (each once).
