@@ -146,6 +146,11 @@ pub(super) fn supervise<J: QueuedJob>(
             ended.cancelled = Some(by);
         }
         let now = Instant::now();
+        // The store's own deadlines while the command runs (on etcd: its
+        // command settles, see `EtcdJob::settle`).
+        if job.next_deadline().is_some_and(|d| d <= now) {
+            job.on_deadline();
+        }
         if term_at.is_some_and(|t| t <= now) {
             term_at = None;
             ended.timed_out = true;

@@ -172,3 +172,26 @@ fn status_names_a_holder_by_its_commands_pid() {
     assert_eq!(waiter.wait(), Some(0), "{}", waiter.stderr());
     c.assert_idle(2);
 }
+
+/// A job granted by the hand-off of the job ahead (it reads nothing from
+/// the cluster when its command starts) still shows its command's pid in
+/// `status` on every host once the command has run a moment.
+#[test]
+fn a_job_handed_the_resource_shows_its_commands_pid() {
+    let c = cluster!("handedpid");
+    let first = c.hold(0, "first", &["-l", "r"]);
+    let next = c.hold_later(1, "next", &["-l", "r"]);
+    next.job.await_stderr("baton: waiting for r");
+    c.await_waiters(2, "r", 1);
+    first.release();
+    let next = next.holder();
+    let cmd = i64::from(next.pid.as_raw());
+    for h in 0..HOSTS {
+        await_that(
+            &format!("host {h}'s status shows next's command's pid"),
+            || c.status(h)["resources"][0]["holders"][0]["pid"] == cmd,
+        );
+    }
+    next.release();
+    c.assert_idle(2);
+}

@@ -492,16 +492,19 @@ impl Cluster {
     /// A job on host `h` whose command records its pid and then runs until
     /// killed; returns once it runs.
     pub fn hold(&self, h: usize, tag: &str, args: &[&str]) -> Holder {
+        self.hold_later(h, tag, args).holder()
+    }
+
+    /// Like [`Cluster::hold`], but returns at once: the job may wait first.
+    pub fn hold_later(&self, h: usize, tag: &str, args: &[&str]) -> LaterHolder {
         let pidfile = self.path(&format!("{tag}.pid"));
         let script = format!(
             "echo $$ > {p}.tmp && mv {p}.tmp {p} && exec sleep 1000",
             p = pidfile.display()
         );
-        let job = self.spawn_sh(h, tag, args, &script);
-        let pid = await_line(&pidfile, "").trim().parse().expect("pid");
-        Holder {
-            job,
-            pid: Pid::from_raw(pid),
+        LaterHolder {
+            job: self.spawn_sh(h, tag, args, &script),
+            pidfile,
         }
     }
 
@@ -785,7 +788,24 @@ pub fn assert_all_exit(jobs: &mut [Job], code: i32, limit: Duration) {
     );
 }
 
-/// A running job started by [`Cluster::hold`].
+/// A job started by [`Cluster::hold_later`], running or not yet.
+pub struct LaterHolder {
+    pub job: Job,
+    pidfile: PathBuf,
+}
+
+impl LaterHolder {
+    /// Wait until its command runs.
+    pub fn holder(self) -> Holder {
+        let pid = await_line(&self.pidfile, "").trim().parse().expect("pid");
+        Holder {
+            job: self.job,
+            pid: Pid::from_raw(pid),
+        }
+    }
+}
+
+/// A job whose command runs until killed (see [`Cluster::hold`]).
 pub struct Holder {
     pub job: Job,
     /// The command's pid.

@@ -493,12 +493,28 @@ impl Client {
         success: Vec<Op>,
         failure: Vec<Op>,
     ) -> EtcdResult<Answer> {
+        self.txn_within(compare, success, failure, RETRY_BUDGET)
+    }
+
+    /// A transaction tried in one pass over the endpoints, no retry (for
+    /// what can do without it, while a command runs).
+    pub(super) fn txn_once(&self, compare: Vec<Cmp>, success: Vec<Op>) -> EtcdResult<Answer> {
+        self.txn_within(compare, success, Vec::new(), Duration::ZERO)
+    }
+
+    fn txn_within(
+        &self,
+        compare: Vec<Cmp>,
+        success: Vec<Op>,
+        failure: Vec<Op>,
+        budget: Duration,
+    ) -> EtcdResult<Answer> {
         let txn = pb::TxnRequest {
             compare: compare.into_iter().map(cmp).collect(),
             success: success.into_iter().map(op).collect(),
             failure: failure.into_iter().map(op).collect(),
         };
-        let r = self.call_within("txn", RETRY_BUDGET, |c| {
+        let r = self.call_within("txn", budget, |c| {
             let txn = txn.clone();
             async move { KvClient::new(c).txn(req(txn)).await }
         })?;

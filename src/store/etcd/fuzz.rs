@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::client::{Answer, Kv, prefix_end};
-use super::keys::{Keys, RecordValue};
+use super::keys::{Handed, Keys, RecordValue};
 use crate::job::{Canceller, JobInfo};
 use crate::queue::{Mode, State};
 
@@ -68,6 +68,7 @@ fn arb_value() -> impl Strategy<Value = RecordValue> {
                 named,
                 since,
                 cancel: cancel.map(|(uid, pid)| Canceller { uid, pid }),
+                hv: None,
             },
         )
 }
@@ -167,6 +168,33 @@ proptest! {
         prop_assert_eq!(got.is_some(), valid(&v));
         if let Some(d) = got {
             prop_assert_eq!(d, v);
+        }
+    }
+
+    /// A handed view of any contents (values of any shape, any keys, any
+    /// seqs, views inside views): kept only if every record in it is one
+    /// baton could have written, and then it reads back as written; the
+    /// record itself is kept either way.
+    #[test]
+    fn fuzz_etcd_handed_views(
+        v in arb_value(),
+        r in proptest::collection::vec((any::<String>(), any::<i64>(), arb_value(), any::<bool>()), 0..4),
+        t in proptest::option::of((any::<i64>(), any::<u64>())),
+    ) {
+        let inner = RecordValue { hv: Some(Handed::default()), ..v.clone() };
+        let hv = Handed {
+            t,
+            r: r.into_iter()
+                .map(|(k, seq, rv, nested)| (k, seq, if nested { inner.clone() } else { rv }))
+                .collect(),
+        };
+        let ok = hv.r.iter().all(|(_, seq, rv)| *seq > 0 && valid(rv) && rv.hv.is_none());
+        let outer = RecordValue { hv: Some(hv.clone()), ..v.clone() };
+        let got = RecordValue::decode(&outer.encode());
+        prop_assert_eq!(got.is_some(), valid(&v));
+        if let Some(d) = got {
+            prop_assert_eq!(d.hv.as_ref(), ok.then_some(&hv));
+            prop_assert_eq!(d.rewritten(), v.clone());
         }
     }
 

@@ -13,6 +13,15 @@ ahead), so those are not decided at all, and once every resource of the
 holder is so blocked, nobody further can be granted: a line of 100
 exclusive waiters is one decision, not 100 (it was 3.5 ms of the holder's
 CPU on the critical path of a drain, BENCHMARKS.md).
+
+Each waiter it grants is also handed what the holder knows of its queues
+([`handed`]), so that it can hand off in turn without reading them: every
+holder there and the first few waiters, up to a horizon. That is exact for
+every waiter ranked before the horizon, because `queue::decide` looks only
+at the holders and at the waiters ranked ahead: a successor choosing from
+it grants exactly those of the whole queue's choice that rank before the
+horizon (a proptest checks it, along a chain of hand-offs), and the rest
+decide for themselves.
 */
 
 use std::collections::HashMap;
@@ -84,6 +93,51 @@ pub(super) fn choose(
         granted.push(rank.seq);
     }
     granted
+}
+
+/// What a granted successor is handed: the indices in `after` (every
+/// other record of the queues as the hand-off leaves them: those it grants
+/// running, the holder's own gone) of its queues' holders and of its first
+/// waiters (their every record there), at most `max` records, and the
+/// horizon: the rank of the first waiter left out, or the holder's own
+/// horizon if that is earlier (`None`: nobody was left out). `None` if the
+/// holders alone are more than `max`.
+pub(super) fn handed(
+    after: &[(Entry, u32)],
+    successor: Seq,
+    horizon: Option<Rank>,
+    max: usize,
+) -> Option<(Vec<usize>, Option<Rank>)> {
+    let keys: Vec<Key> = after
+        .iter()
+        .filter(|(e, _)| e.rank.seq == successor)
+        .map(|(e, _)| e.key)
+        .collect();
+    let theirs = |e: &Entry| e.rank.seq != successor && keys.contains(&e.key);
+    let mut chosen: Vec<usize> = (0..after.len())
+        .filter(|&i| theirs(&after[i].0) && after[i].0.state == State::Running)
+        .collect();
+    if chosen.len() > max {
+        return None;
+    }
+    let before = |r: Rank| horizon.is_none_or(|h| r < h);
+    let mut waiting: Vec<Rank> = after
+        .iter()
+        .filter(|(e, _)| theirs(e) && e.state == State::Waiting && before(e.rank))
+        .map(|(e, _)| e.rank)
+        .collect();
+    waiting.sort_unstable();
+    waiting.dedup();
+    for rank in waiting {
+        let recs: Vec<usize> = (0..after.len())
+            .filter(|&i| after[i].0.rank.seq == rank.seq && theirs(&after[i].0))
+            .collect();
+        if chosen.len() + recs.len() > max {
+            return Some((chosen, Some(rank)));
+        }
+        chosen.extend(recs);
+    }
+    Some((chosen, horizon))
 }
 
 #[cfg(test)]
@@ -204,6 +258,92 @@ mod tests {
             });
             let all = every_waiter_decided(&needs, &records);
             prop_assert!(all.starts_with(&got));
+        }
+    }
+
+    /// Along a chain of hand-offs, each successor choosing from what it
+    /// was handed (`handed`, at most `max` records, pick: which of those
+    /// granted goes on): what it is handed is the queues as they are, every
+    /// holder and every waiter before the horizon, and it grants exactly
+    /// those of the whole queues' choice that rank before the horizon.
+    fn a_chain_of_handed_views(
+        needs: Vec<Key>,
+        records: Vec<(Entry, u32)>,
+        max: usize,
+        picks: &[usize],
+    ) -> Result<(), TestCaseError> {
+        // The queues as they are (the first holder's own records gone).
+        let mut truth = records.clone();
+        let mut view = records;
+        let mut needs = needs;
+        let mut horizon: Option<Rank> = None;
+        for pick in picks {
+            let whole: Vec<(Entry, u32)> = truth
+                .iter()
+                .filter(|(e, _)| needs.contains(&e.key))
+                .copied()
+                .collect();
+            let before = |r: Rank| horizon.is_none_or(|h| r < h);
+            let mut expected: Vec<(Seq, Key, State)> = whole
+                .iter()
+                .filter(|(e, _)| e.state == State::Running || before(e.rank))
+                .map(|(e, _)| (e.rank.seq, e.key, e.state))
+                .collect();
+            let mut known: Vec<(Seq, Key, State)> = view
+                .iter()
+                .map(|(e, _)| (e.rank.seq, e.key, e.state))
+                .collect();
+            expected.sort_unstable_by_key(|(s, k, _)| (*s, *k));
+            known.sort_unstable_by_key(|(s, k, _)| (*s, *k));
+            prop_assert_eq!(&known, &expected);
+            let got = choose(&needs, &view, |_, _| true);
+            let all = choose(&needs, &whole, |_, _| true);
+            let rank_of = |seq: Seq| {
+                whole
+                    .iter()
+                    .find(|(e, _)| e.rank.seq == seq)
+                    .unwrap()
+                    .0
+                    .rank
+            };
+            let cut: Vec<Seq> = all.into_iter().filter(|s| before(rank_of(*s))).collect();
+            prop_assert_eq!(&got, &cut);
+            if got.is_empty() {
+                break;
+            }
+            for (e, _) in truth.iter_mut().chain(view.iter_mut()) {
+                if got.contains(&e.rank.seq) {
+                    e.state = State::Running;
+                }
+            }
+            let next = got[pick % got.len()];
+            let Some((chosen, h)) = handed(&view, next, horizon, max) else {
+                break;
+            };
+            prop_assert!(chosen.len() <= max);
+            needs = view
+                .iter()
+                .filter(|(e, _)| e.rank.seq == next)
+                .map(|(e, _)| e.key)
+                .collect();
+            view = chosen.iter().map(|&i| view[i]).collect();
+            horizon = h;
+            // It runs, and leaves.
+            truth.retain(|(e, _)| e.rank.seq != next);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn a_successor_hands_off_from_what_it_was_handed(
+            (needs, records) in arb_queues(),
+            max in 0usize..10,
+            picks in proptest::collection::vec(any::<usize>(), 1..5),
+        ) {
+            a_chain_of_handed_views(needs, records, max, &picks)?;
         }
     }
 

@@ -80,6 +80,17 @@ impl Keys {
         join(&[&self.joiners(run), format!("{me:016x}").as_bytes()])
     }
 
+    /// `key` without the prefix (as a successor is handed it).
+    pub(super) fn relative(&self, key: &[u8]) -> Option<String> {
+        let rest = key.strip_prefix(self.root.as_slice())?;
+        String::from_utf8(rest.to_vec()).ok()
+    }
+
+    /// The key of `relative` under the prefix.
+    pub(super) fn absolute(&self, relative: &str) -> Vec<u8> {
+        join(&[&self.root, relative.as_bytes()])
+    }
+
     /// Run `run`'s final status, for its joiners: `x/<run>`.
     pub(super) fn status(&self, run: i64) -> Vec<u8> {
         join(&[&self.root, format!("x/{run:016x}").as_bytes()])
@@ -123,6 +134,28 @@ pub(super) struct RecordValue {
     /// Set by `baton cancel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) cancel: Option<Canceller>,
+    /// Written by a finishing holder that granted this job (a hand-off):
+    /// its queues as that transaction left them (see [`Handed`]). Only
+    /// that write carries it: any later rewrite of the record drops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) hv: Option<Handed>,
+}
+
+/// What a finishing holder hands the job it grants (docs/design.md,
+/// "Hand-off"): the queues of the job's resources as the granting
+/// transaction left them, true at that transaction's revision (the mod
+/// revision of the record that carries it) for every holder there and
+/// every waiter ranked before `t`, but for jobs that left since (as any
+/// read, which only a compare tells apart).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Handed {
+    /// The rank (priority, seq) of the first waiter left out; none: no
+    /// waiter was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) t: Option<(i64, Seq)>,
+    /// Each record: its key under the prefix, its create revision (its
+    /// job's seq), its value (with no `hv`).
+    pub(super) r: Vec<(String, i64, RecordValue)>,
 }
 
 impl RecordValue {
@@ -149,6 +182,7 @@ impl RecordValue {
             named: false,
             since: 0,
             cancel: None,
+            hv: None,
         }
     }
 
@@ -156,16 +190,35 @@ impl RecordValue {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// `None` for anything baton did not write.
+    /// `None` for anything baton did not write (a handed view baton did
+    /// not write is dropped).
     pub(super) fn decode(bytes: &[u8]) -> Option<RecordValue> {
-        let v: RecordValue = serde_json::from_slice(bytes).ok()?;
-        let ok = matches!(v.state, 'w' | 'r' | 'p')
-            && match v.mode {
-                'x' | 's' => v.slots == 0,
-                'n' => v.slots > 0,
+        let mut v: RecordValue = serde_json::from_slice(bytes).ok()?;
+        if v.hv.as_ref().is_some_and(|h| {
+            !h.r.iter()
+                .all(|(_, seq, r)| *seq > 0 && r.valid() && r.hv.is_none())
+        }) {
+            v.hv = None;
+        }
+        v.valid().then_some(v)
+    }
+
+    fn valid(&self) -> bool {
+        matches!(self.state, 'w' | 'r' | 'p')
+            && match self.mode {
+                'x' | 's' => self.slots == 0,
+                'n' => self.slots > 0,
                 _ => false,
-            };
-        ok.then_some(v)
+            }
+    }
+
+    /// The value to rewrite it with: the same, without a handed view
+    /// (which is true only at the revision of the write that carried it).
+    pub(super) fn rewritten(&self) -> RecordValue {
+        RecordValue {
+            hv: None,
+            ..self.clone()
+        }
     }
 
     pub(super) fn entry(&self, key: Key, seq: Seq) -> Entry {

@@ -54,7 +54,7 @@ use self::client::{
     Answer, Client, Cmp, EtcdError, Kv, Op, cmp_created, cmp_modified, cmp_unchanged_since,
     op_delete, op_put, op_put_keep_lease, op_range,
 };
-use self::keys::{Keys, RecordValue};
+use self::keys::{Handed, Keys, RecordValue};
 pub(crate) use self::lease::Hold;
 use self::lease::Lease;
 use self::view::View;
@@ -268,6 +268,16 @@ impl RunLock {
     }
 }
 
+/// The most records a finishing holder hands each job it grants (its
+/// queues' holders and first waiters, see [`Handed`]): about 200 bytes
+/// each, written into each of the job's records.
+const MAX_HANDED: usize = 16;
+
+/// How long after its spawn a command that still runs gets a live view of
+/// its queues and its pid in its details (one more read and write): a
+/// command that ends sooner (a drain's `true`) costs the cluster neither.
+const SETTLE: Duration = Duration::from_millis(20);
+
 /// One job in the cluster's queues.
 pub(crate) struct EtcdJob {
     client: Client,
@@ -296,12 +306,15 @@ pub(crate) struct EtcdJob {
     /// The cluster did not answer the last decision: when to try again.
     retry_at: Option<Instant>,
     /// The queues of its resources as its grant left them (read from
-    /// `base` at the spawn), for the hand-off at its end.
+    /// `base` at the spawn, or handed by the finishing holder that granted
+    /// it), for the hand-off at its end.
     after_grant: Option<Cut>,
     /// Its own grant's answer, with the read of its queues at that
-    /// response, until the spawn (which parses it and starts the live view
-    /// from it).
+    /// response (or a read at its spawn), until its command settles (which
+    /// starts the live view from it).
     base: Option<(Answer, usize)>,
+    /// When its command, if it still runs, settles (see [`SETTLE`]).
+    settle_at: Option<Instant>,
     /// The live view of its queues while its command runs.
     view: Option<View>,
     /// The read its enqueue made in the same transaction, for its first
@@ -341,6 +354,7 @@ fn cut_ops(keys: &Keys, info: &JobInfo, own: &[u8]) -> Vec<Op> {
 }
 
 /// What a decision read.
+#[derive(Default)]
 struct Cut {
     revision: i64,
     /// Other jobs' records: the entry, its key, its value.
@@ -349,6 +363,16 @@ struct Cut {
     guards: Vec<i64>,
     /// This job's first record, if it still exists.
     own: Option<(Kv, RecordValue)>,
+    /// Handed by a finishing holder (see [`Handed`]): only the waiters
+    /// ranked before this are known (none: every one).
+    horizon: Option<Rank>,
+}
+
+impl Cut {
+    /// Nothing read: a hand-off from it reads first.
+    fn empty() -> Cut {
+        Cut::default()
+    }
 }
 
 impl EtcdJob {
@@ -449,6 +473,7 @@ impl EtcdJob {
                 retry_at: None,
                 after_grant: None,
                 base: None,
+                settle_at: None,
                 view: None,
                 first_cut: None,
                 own_cache: std::cell::RefCell::new(None),
@@ -520,7 +545,44 @@ impl EtcdJob {
             others,
             guards,
             own,
+            horizon: None,
         }
+    }
+
+    /// The queues a finishing holder handed this job with its grant, as a
+    /// cut at `revision` (the mod revision of the record that carried
+    /// them, the hand-off's, which rewrote every guard of this job's
+    /// resources: each is among the holder's). `None` if a record is not
+    /// on one of this job's resources or is its own (not what a hand-off
+    /// writes).
+    fn cut_of_handed(&self, h: &Handed, revision: i64) -> Option<Cut> {
+        let queues: Vec<(Vec<u8>, Key)> = self
+            .info
+            .resources
+            .iter()
+            .map(|r| {
+                (
+                    self.keys.resource(&r.name),
+                    crate::store::local::key_of(&r.name),
+                )
+            })
+            .collect();
+        let mut others = Vec::with_capacity(h.r.len());
+        for (relative, seq, rv) in &h.r {
+            let key = self.keys.absolute(relative);
+            let (_, k) = queues.iter().find(|(p, _)| key.starts_with(p))?;
+            if self.records.contains(&key) || *seq <= 0 {
+                return None;
+            }
+            others.push((rv.entry(*k, *seq as Seq), key, rv.clone()));
+        }
+        Some(Cut {
+            revision,
+            others,
+            guards: vec![revision; queues.len()],
+            own: None,
+            horizon: h.t.map(|(priority, seq)| Rank { priority, seq }),
+        })
     }
 
     /// Keep a live view of its queues from the read at response `at` of
@@ -533,6 +595,18 @@ impl EtcdJob {
             .map(|r| (self.keys.resource(&r.name), self.keys.guard(&r.name)))
             .unzip();
         self.view = Some(View::start(&self.client, v, at, prefixes, guards));
+    }
+
+    /// Granted by a finishing holder's hand-off, its record `rv` written at
+    /// `revision`: the queues that hand-off left, if it handed them, are
+    /// its view for its own hand-off (no read).
+    fn handed_grant(&mut self, revision: i64, mut rv: RecordValue) {
+        self.after_grant = rv
+            .hv
+            .take()
+            .filter(|_| rv.state == 'r' && rv.cancel.is_none())
+            .and_then(|h| self.cut_of_handed(&h, revision));
+        self.granted_at(revision, Some(rv));
     }
 
     /// Granted, by its own transaction or by a finishing holder's hand-off,
@@ -581,14 +655,51 @@ impl EtcdJob {
             return None;
         }
         let now = crate::job::now_ms();
-        for seq in granted {
+        let running = |rv: &RecordValue| {
+            let mut g = rv.rewritten();
+            g.state = 'r';
+            g.since = now;
+            g.named = false;
+            g
+        };
+        // The queues as this transaction leaves them, for what each job it
+        // grants is handed.
+        let mut after = records;
+        for (e, _) in &mut after {
+            if granted.contains(&e.rank.seq) {
+                e.state = State::Running;
+            }
+        }
+        let mut compare = self.guards_unchanged(cut);
+        for &seq in &granted {
+            let handed =
+                hand_off::handed(&after, seq, cut.horizon, MAX_HANDED).and_then(|(chosen, t)| {
+                    let r = chosen
+                        .into_iter()
+                        .map(|i| {
+                            let (e, key, rv) = &cut.others[i];
+                            let value = if granted.contains(&e.rank.seq) {
+                                running(rv)
+                            } else {
+                                rv.rewritten()
+                            };
+                            Some((self.keys.relative(key)?, e.rank.seq as i64, value))
+                        })
+                        .collect::<Option<Vec<_>>>()?;
+                    Some(Handed {
+                        t: t.map(|r| (r.priority, r.seq)),
+                        r,
+                    })
+                });
             let mut name = None;
             for (_, key, rv) in cut.others.iter().filter(|(e, _, _)| e.rank.seq == seq) {
-                let mut g = rv.clone();
-                g.state = 'r';
-                g.since = now;
-                g.named = false;
+                let mut g = running(rv);
+                g.hv = handed.clone();
                 ops.push(op_put_keep_lease(key, &g.encode()));
+                // Still that job's record (a view can be behind: a waiter
+                // that left fails the transaction, not a put on a key
+                // with no lease).
+                compare.push(cmp_created(key, seq as i64));
                 if rv.named {
                     name = Some(rv.name.clone());
                 }
@@ -597,7 +708,6 @@ impl EtcdJob {
                 ops.push(op_delete(&self.keys.name(&name)));
             }
         }
-        let mut compare = self.guards_unchanged(cut);
         compare.extend(
             self.info
                 .resources
@@ -761,7 +871,7 @@ impl EtcdJob {
         let mut names = Vec::new();
         for (e, key, rv) in &cut.others {
             if chosen.contains(&e.rank.seq) && rv.state != 'p' {
-                let mut marked = rv.clone();
+                let mut marked = rv.rewritten();
                 marked.state = 'p';
                 marked.grace_ms = self.opts.grace.as_millis() as u64;
                 puts.push(op_put_keep_lease(key, &marked.encode()));
@@ -791,8 +901,7 @@ impl EtcdJob {
             && kv.lease == self.lease.id
             && let Some(rv) = RecordValue::decode(&kv.value).filter(|rv| rv.state == 'r')
         {
-            self.after_grant = None;
-            self.granted_at(kv.mod_revision, Some(rv));
+            self.handed_grant(kv.mod_revision, rv);
             return Ok(Attempt::Granted);
         }
         // Woken by another event (the job ahead deleted): most often the
@@ -808,8 +917,7 @@ impl EtcdJob {
             && kv.mod_revision > self.cut.0
             && let Some(rv) = RecordValue::decode(&kv.value).filter(|rv| rv.state == 'r')
         {
-            self.after_grant = None;
-            self.granted_at(kv.mod_revision, Some(rv));
+            self.handed_grant(kv.mod_revision, rv);
             return Ok(Attempt::Granted);
         }
         for _ in 0..1000 {
@@ -831,8 +939,7 @@ impl EtcdJob {
             if own.state != 'w' && own_kv.lease == self.lease.id {
                 let rev = own_kv.mod_revision;
                 let rv = own.clone();
-                self.after_grant = None;
-                self.granted_at(rev, Some(rv));
+                self.handed_grant(rev, rv);
                 return Ok(Attempt::Granted);
             }
             // An enqueue retried after a lost answer wrote its records
@@ -1022,7 +1129,7 @@ impl Store for EtcdStore {
                 let puts = recs
                     .iter()
                     .map(|(kv, r)| {
-                        let mut c = r.clone();
+                        let mut c = r.rewritten();
                         c.cancel = Some(by.clone());
                         op_put_keep_lease(&kv.key, &c.encode())
                     })
@@ -1074,6 +1181,40 @@ impl Changes for EtcdChanges {
 
     fn drain(&mut self) {
         self.wake.drain();
+    }
+}
+
+impl EtcdJob {
+    /// Its command still runs [`SETTLE`] after its spawn: keep a live view
+    /// of its queues from then on (from its grant's read, or a read now),
+    /// so that waiters who come during the run are handed off to in one
+    /// transaction, and name the command's pid in its details (`status`
+    /// names a holder by it, as locally). Both in one pass over the
+    /// endpoints: the run loop is not held up by a cluster that is away
+    /// (the hand-off then reads at the end).
+    fn settle(&mut self) {
+        self.settle_at = None;
+        let base = self.base.take();
+        if !self.run.as_ref().is_some_and(RunLock::held) {
+            return;
+        }
+        self.info.child = self.child;
+        let details = op_details(&self.keys, self.lease.id, &self.info);
+        let mut ops = vec![details];
+        let base = match base {
+            Some(b) => {
+                let _ = self.client.txn_once(Vec::new(), ops);
+                Some(b)
+            }
+            None => {
+                ops.extend(self.cut_ops());
+                self.client.txn_once(Vec::new(), ops).ok().map(|v| (v, 1))
+            }
+        };
+        if let Some((v, at)) = base {
+            self.after_grant = Some(self.parse_cut(&v, at));
+            self.start_view(&v, at);
+        }
     }
 }
 
@@ -1144,7 +1285,7 @@ impl QueuedJob for EtcdJob {
             let net = lease.min(self.cut.1 + self.lease.ttl());
             Some(self.retry_at.map_or(net, |r| net.min(r)))
         } else {
-            Some(lease)
+            Some(self.settle_at.map_or(lease, |s| lease.min(s)))
         }
     }
 
@@ -1154,7 +1295,11 @@ impl QueuedJob for EtcdJob {
     /// member that froze can stay silent. If the cluster's revision (as
     /// the renewals see it) has moved past the last read and no wake-up
     /// came for a whole TTL, wake up and read once more.
+    /// A running job's command settles ([`EtcdJob::settle`]).
     fn on_deadline(&mut self) {
+        if self.child.is_some() && self.settle_at.is_some_and(|s| s <= Instant::now()) {
+            self.settle();
+        }
         if self.child.is_some() || self.fence != 0 {
             return;
         }
@@ -1243,41 +1388,33 @@ impl QueuedJob for EtcdJob {
         Ok(())
     }
 
-    /// A job granted by a finishing holder's hand-off did not read its
-    /// queues in its grant: it reads them now, while its command runs, so
-    /// that it can hand off in turn (a change meanwhile fails the
-    /// hand-off's compare, whose answer carries a fresh read). If its
-    /// command still runs then, it keeps a live view of its queues from
-    /// that read (or its grant's), so that waiters who come during the run
-    /// are handed off to in one transaction.
+    /// The queues for its hand-off at the end: as its own grant read them,
+    /// or as the finishing holder that granted it handed them. A job
+    /// granted by a hand-off that handed it nothing it can hand off from
+    /// (no view, or no waiter before its horizon) reads them now, while
+    /// its command runs (a change meanwhile fails the hand-off's compare,
+    /// whose answer carries a fresh read). No call to the cluster
+    /// otherwise: the rest waits until its command settles
+    /// ([`EtcdJob::settle`]).
     fn spawned(&mut self, pid: i32) {
         self.child = Some(pid);
         if let Some(run) = &mut self.run {
             run.holder = None;
         }
-        let base = match self.base.take() {
-            Some(b) => Some(b),
-            None => self
+        let handed_enough = self.after_grant.as_ref().is_some_and(|c| {
+            c.horizon.is_none() || c.others.iter().any(|(e, _, _)| e.state == State::Waiting)
+        });
+        if self.base.is_none() && !handed_enough {
+            self.base = self
                 .client
                 .txn(Vec::new(), self.cut_ops(), Vec::new())
                 .ok()
-                .map(|v| (v, 0)),
-        };
-        if let Some((v, at)) = base {
-            self.after_grant = Some(self.parse_cut(&v, at));
-            if self.run.as_ref().is_some_and(RunLock::held) {
-                self.start_view(&v, at);
-            }
+                .map(|v| (v, 0));
         }
-        // As locally, `status` names a holder by its command's pid (its
-        // details key gets it), unless the command is already gone: a
-        // command that ends within a round trip (a drain's `true`) costs
-        // the cluster no write.
-        if self.run.as_ref().is_some_and(RunLock::held) {
-            self.info.child = Some(pid);
-            let put = op_details(&self.keys, self.lease.id, &self.info);
-            let _ = self.client.txn(Vec::new(), vec![put], Vec::new());
+        if let Some((v, at)) = &self.base {
+            self.after_grant = Some(self.parse_cut(v, *at));
         }
+        self.settle_at = Some(Instant::now() + SETTLE);
     }
 
     fn unspawned(&mut self) {
@@ -1321,6 +1458,7 @@ impl QueuedJob for EtcdJob {
     fn requeue(&mut self) -> Result<u8> {
         self.after_grant = None;
         self.base = None;
+        self.settle_at = None;
         self.view = None;
         *self.own_cache.borrow_mut() = None;
         let _ = self.wake.take_events();
@@ -1393,7 +1531,10 @@ impl QueuedJob for EtcdJob {
                 (None, Some(cut)) => {
                     self.hand_off(cut, false);
                 }
-                (None, None) => {}
+                // Nothing read since its grant (a read that failed): read.
+                (None, None) => {
+                    self.hand_off(&Cut::empty(), false);
+                }
             }
         }
         self.revoke();
