@@ -45,6 +45,11 @@ use super::pb::watch_client::WatchClient;
 /// election takes about a second).
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a watch holds a batch of deletions for the rest of its
+/// revision's events (see [`Client::watch_stream`]): etcd sends the two
+/// messages back to back, microseconds apart.
+pub(super) const LINGER: Duration = Duration::from_millis(1);
+
 /// The deadline of a request in the first pass over the endpoints.
 const FIRST_TIMEOUT: Duration = Duration::from_millis(700);
 
@@ -602,13 +607,25 @@ impl Client {
     /// (a watch is a hint: the caller reads again). Events that `skip`
     /// rejects (this job's own writes) are passed over. The stream, and
     /// with it every watch of it, closes with the thread.
+    ///
+    /// With `linger`, a batch of deletions only is held for up to
+    /// [`LINGER`] while the stream also watches a key for its changes: the
+    /// transaction that deleted a key may have rewritten that one too (a
+    /// hand-off's grant of the waiter's own record), and etcd sends the
+    /// events of one revision to two watches as two messages, in either
+    /// order. What comes meanwhile is passed on with it, in one batch, so
+    /// the job wakes once, knowing (instead of a read to learn it). The
+    /// events decide nothing by themselves: a grant on one is checked as
+    /// any other.
     pub(super) fn watch_stream(
         &self,
         keys: &[(Vec<u8>, bool, bool)],
         start: i64,
+        linger: bool,
         skip: impl Fn(&Kv) -> bool + Send + 'static,
         mut on_event: impl FnMut(Vec<(bool, Kv)>) -> bool + Send + 'static,
     ) {
+        let linger = linger && keys.iter().any(|(_, _, deletes_only)| !deletes_only);
         let keys = keys.to_vec();
         let me = self.clone();
         let first = self.current.load(Ordering::Relaxed);
@@ -616,22 +633,38 @@ impl Client {
             .name("watch".into())
             .stack_size(256 * 1024)
             .spawn(move || {
+                let events = |r: pb::WatchResponse| -> Vec<(bool, Kv)> {
+                    r.events
+                        .into_iter()
+                        .filter_map(|e| {
+                            let deleted = e.r#type == pb::event::EventType::Delete as i32;
+                            Some((deleted, Kv::of(e.kv?)))
+                        })
+                        .filter(|(deleted, kv)| *deleted || !skip(kv))
+                        .collect()
+                };
                 if let Some(mut s) = me.open_watch(first, &keys, start) {
                     while let Ok(Some(r)) = me.rt.block_on(s.message()) {
                         if r.canceled {
                             break;
                         }
-                        let got: Vec<(bool, Kv)> = r
-                            .events
-                            .into_iter()
-                            .filter_map(|e| {
-                                let deleted = e.r#type == pb::event::EventType::Delete as i32;
-                                Some((deleted, Kv::of(e.kv?)))
-                            })
-                            .filter(|(deleted, kv)| *deleted || !skip(kv))
-                            .collect();
+                        let mut got = events(r);
+                        let mut ended = false;
+                        if linger && !got.is_empty() && got.iter().all(|(deleted, _)| *deleted) {
+                            let next = me.rt.block_on(async {
+                                tokio::time::timeout(LINGER, s.message()).await
+                            });
+                            match next {
+                                Ok(Ok(Some(next))) if !next.canceled => got.extend(events(next)),
+                                Err(_) => {}
+                                _ => ended = true,
+                            }
+                        }
                         if !got.is_empty() && !on_event(got) {
                             return;
+                        }
+                        if ended {
+                            break;
                         }
                     }
                 }

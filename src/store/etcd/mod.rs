@@ -191,7 +191,7 @@ impl Wake {
         let own = Arc::clone(&self.own_writes);
         let ks: Vec<Vec<u8>> = armed.iter().map(|(k, _, _)| k.clone()).collect();
         let skip = move |kv: &Kv| own.lock().is_ok_and(|o| o.contains(&kv.value));
-        client.watch_stream(&armed, from, skip, move |got| {
+        client.watch_stream(&armed, from, true, skip, move |got| {
             let keep = got.iter().any(|(deleted, _)| !deleted);
             if !keep && let Ok(mut w) = watching.lock() {
                 for k in &ks {

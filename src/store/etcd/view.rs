@@ -71,6 +71,7 @@ impl View {
         client.watch_stream(
             &watch,
             revision + 1,
+            false,
             |_| false,
             move |got| {
                 let Ok(mut s) = shared.lock() else {
