@@ -479,9 +479,10 @@ def cmd_report(argv):
           f"Requests: the members' gRPC counters (`grpc_server_msg_received_total`: one per "
           f"unary call or stream message; `grpc_server_started_total`: calls and streams "
           f"opened), summed over the 3 members; per waiter per second = (rate with the "
-          f"waiters − rate of the holder alone) / W. baton speaks etcd's JSON gateway "
-          f"(one HTTP request, one gRPC call, per keep-alive); etcdctl lock keeps one gRPC "
-          f"keep-alive stream open (one message per renewal). CPU: the waiters' "
+          f"waiters − rate of the holder alone) / W. baton opens a keep-alive stream "
+          f"per renewal (one call, one message, then closes it: no stream held open between "
+          f"renewals); etcdctl lock keeps one gRPC keep-alive stream open (one message per "
+          f"renewal). CPU: the waiters' "
           f"utime+stime from /proc/PID/stat over the window ({a.clk_tck} ticks/s), summed.")
         w("")
         w("| tool | TTL | W | messages / waiter / s | of which LeaseKeepAlive | expected keep-alives / s (baton: 1 per min(TTL/3, 0.6 × (0.95 TTL − 0.5 s − min(TTL/3, 5 s))); etcdctl: 1 per TTL/3) | other messages / waiter / s | calls opened / waiter / s | lease renewals / waiter / s | CPU ticks (all W) | CPU ms / waiter / min |")
