@@ -1201,19 +1201,23 @@ impl EtcdJob {
         self.info.child = self.child;
         let details = op_details(&self.keys, self.lease.id, &self.info);
         let mut ops = vec![details];
-        let base = match base {
-            Some(b) => {
+        match base {
+            // Its own grant's read: `spawned` made its view for the
+            // hand-off from it already.
+            Some((v, at)) => {
                 let _ = self.client.txn_once(Vec::new(), ops);
-                Some(b)
+                if self.after_grant.is_none() {
+                    self.after_grant = Some(self.parse_cut(&v, at));
+                }
+                self.start_view(&v, at);
             }
             None => {
                 ops.extend(self.cut_ops());
-                self.client.txn_once(Vec::new(), ops).ok().map(|v| (v, 1))
+                if let Ok(v) = self.client.txn_once(Vec::new(), ops) {
+                    self.after_grant = Some(self.parse_cut(&v, 1));
+                    self.start_view(&v, 1);
+                }
             }
-        };
-        if let Some((v, at)) = base {
-            self.after_grant = Some(self.parse_cut(&v, at));
-            self.start_view(&v, at);
         }
     }
 }
