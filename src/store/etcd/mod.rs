@@ -1206,9 +1206,6 @@ impl EtcdJob {
             // hand-off from it already.
             Some((v, at)) => {
                 let _ = self.client.txn_once(Vec::new(), ops);
-                if self.after_grant.is_none() {
-                    self.after_grant = Some(self.parse_cut(&v, at));
-                }
                 self.start_view(&v, at);
             }
             None => {
