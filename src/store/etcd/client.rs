@@ -11,10 +11,12 @@ gRPC call, and its answer marshalled to JSON by reflection: 24% of the
 members' CPU during a drain was that marshalling alone; BENCHMARKS.md,
 "Several hosts").
 
-The calls block the calling thread (baton's threads: the run loop, the
-lease, the watches) on one shared tokio runtime of one worker thread,
-started by the first [`Client`] and never stopped (a call may be under way
-on another thread when the process ends). Each endpoint has its own
+The calls block the calling thread (the run loop's) on one shared tokio
+runtime of one worker thread, started by the first [`Client`] and never
+stopped (a call may be under way on another thread when the process
+ends); a job's watches and its lease's renewals are tasks on that worker,
+which runs them as their answers arrive (no thread of their own to start,
+or to wake). Each endpoint has its own
 channel (HTTP/2, connected on first use, reconnected after a failure); a
 request carries `hasleader` (require-leader), so that a member cut off
 from its quorum refuses at once, and its watches end instead of staying
@@ -389,13 +391,27 @@ impl Client {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
+        self.rt.block_on(self.pass_async(what, call, limit))
+    }
+
+    /// [`Client::pass`], for a task on the runtime.
+    async fn pass_async<T, F, Fut>(
+        &self,
+        what: &str,
+        call: &F,
+        limit: impl Fn() -> Option<Duration>,
+    ) -> Result<T, Pass>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
         let n = self.endpoints.len();
         let first = self.current.load(Ordering::Relaxed) % n;
         let mut last = String::new();
         for i in 0..n {
             let Some(timeout) = limit() else { break };
             let k = (first + i) % n;
-            match self.call_one(k, timeout, call) {
+            match self.call_one(k, timeout, call).await {
                 Ok(v) => {
                     self.current.store(k, Ordering::Relaxed);
                     return Ok(v);
@@ -411,20 +427,27 @@ impl Client {
     }
 
     /// `call` on endpoint `k`, within `timeout`.
-    fn call_one<T, F, Fut>(&self, k: usize, timeout: Duration, call: &F) -> Result<T, CallError>
+    async fn call_one<T, F, Fut>(
+        &self,
+        k: usize,
+        timeout: Duration,
+        call: &F,
+    ) -> Result<T, CallError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let fut = call(self.conns[k].clone());
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(timeout, fut).await })
-        {
+        match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(CallError::Retry(format!("no answer within {timeout:?}"))),
         }
+    }
+
+    /// Run `task` on the runtime's worker (for as long as the process).
+    pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.rt.spawn(task);
     }
 
     /// A new lease of `ttl` seconds: its ID and the TTL granted.
@@ -447,8 +470,13 @@ impl Client {
     /// (0: it is gone) and the cluster's revision. The endpoints are tried
     /// in turn while time is left (a refused connection moves on at once;
     /// one that hangs takes what is left, and the next try starts
-    /// elsewhere). The renewing thread has its own retry, on its deadline.
+    /// elsewhere). The renewing task has its own retry, on its deadline.
     pub(super) fn keepalive(&self, id: i64, limit: Duration) -> EtcdResult<(i64, i64)> {
+        self.rt.block_on(self.keepalive_async(id, limit))
+    }
+
+    /// [`Client::keepalive`], for a task on the runtime.
+    pub(super) async fn keepalive_async(&self, id: i64, limit: Duration) -> EtcdResult<(i64, i64)> {
         let start = Instant::now();
         let renew = |c: Channel| async move {
             let m = stream_of(vec![pb::LeaseKeepAliveRequest { id }]);
@@ -462,7 +490,7 @@ impl Client {
             }
         };
         let left = || Some(limit.saturating_sub(start.elapsed())).filter(|d| !d.is_zero());
-        match self.pass("lease keep-alive", &renew, left) {
+        match self.pass_async("lease keep-alive", &renew, left).await {
             Ok(v) => Ok(v),
             Err(Pass::Refused(why)) => Err(EtcdError::Refused(why)),
             Err(Pass::Failed(why)) => Err(EtcdError::Unreachable(format!(
@@ -560,7 +588,7 @@ impl Client {
     /// Open a watch stream on endpoint `first` or the next that accepts it,
     /// with one watch per `(key, prefix, deletes_only)` from `start` on.
     /// A refused or silent endpoint moves on to the next (each once).
-    fn open_watch(
+    async fn open_watch(
         &self,
         first: usize,
         keys: &[(Vec<u8>, bool, bool)],
@@ -589,9 +617,9 @@ impl Client {
             let k = (first + i) % n;
             let mut w = WatchClient::new(self.conns[k].clone());
             let creates = creates.clone();
-            if let Ok(Ok(s)) = self.rt.block_on(async {
+            if let Ok(Ok(s)) =
                 tokio::time::timeout(CALL_TIMEOUT, w.watch(req(stream_of(creates)))).await
-            }) {
+            {
                 return Some(s.into_inner());
             }
         }
@@ -600,13 +628,13 @@ impl Client {
 
     /// Start watching each of `keys` (`(key, prefix, deletes_only)`: with
     /// `prefix`, every key under it; with `deletes_only`, for deletions
-    /// only) from `start` on, all in one stream; a thread reads the stream
+    /// only) from `start` on, all in one stream; a task reads the stream
     /// and calls `on_event` with each batch of events (deleted or not, and
     /// the key-value) for as long as it returns true, and once with none
     /// when the stream ends: a cancellation, an error, a member going away
     /// (a watch is a hint: the caller reads again). Events that `skip`
     /// rejects (this job's own writes) are passed over. The stream, and
-    /// with it every watch of it, closes with the thread.
+    /// with it every watch of it, closes with the task.
     ///
     /// With `linger`, a batch of deletions only is held for up to
     /// [`LINGER`] while the stream also watches a key for its changes: the
@@ -629,47 +657,43 @@ impl Client {
         let keys = keys.to_vec();
         let me = self.clone();
         let first = self.current.load(Ordering::Relaxed);
-        let _ = std::thread::Builder::new()
-            .name("watch".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let events = |r: pb::WatchResponse| -> Vec<(bool, Kv)> {
-                    r.events
-                        .into_iter()
-                        .filter_map(|e| {
-                            let deleted = e.r#type == pb::event::EventType::Delete as i32;
-                            Some((deleted, Kv::of(e.kv?)))
-                        })
-                        .filter(|(deleted, kv)| *deleted || !skip(kv))
-                        .collect()
-                };
-                if let Some(mut s) = me.open_watch(first, &keys, start) {
-                    while let Ok(Some(r)) = me.rt.block_on(s.message()) {
-                        if r.canceled {
-                            break;
-                        }
-                        let mut got = events(r);
-                        let mut ended = false;
-                        if linger && !got.is_empty() && got.iter().all(|(deleted, _)| *deleted) {
-                            let next = me.rt.block_on(async {
-                                tokio::time::timeout(LINGER, s.message()).await
-                            });
-                            match next {
-                                Ok(Ok(Some(next))) if !next.canceled => got.extend(events(next)),
-                                Err(_) => {}
-                                _ => ended = true,
-                            }
-                        }
-                        if !got.is_empty() && !on_event(got) {
-                            return;
-                        }
-                        if ended {
-                            break;
+        // A task on the runtime, not a thread: the worker that reads the
+        // socket runs it at once (no thread to start, none to wake).
+        self.rt.spawn(async move {
+            let events = move |r: pb::WatchResponse| -> Vec<(bool, Kv)> {
+                r.events
+                    .into_iter()
+                    .filter_map(|e| {
+                        let deleted = e.r#type == pb::event::EventType::Delete as i32;
+                        Some((deleted, Kv::of(e.kv?)))
+                    })
+                    .filter(|(deleted, kv)| *deleted || !skip(kv))
+                    .collect()
+            };
+            if let Some(mut s) = me.open_watch(first, &keys, start).await {
+                while let Ok(Some(r)) = s.message().await {
+                    if r.canceled {
+                        break;
+                    }
+                    let mut got = events(r);
+                    let mut ended = false;
+                    if linger && !got.is_empty() && got.iter().all(|(deleted, _)| *deleted) {
+                        match tokio::time::timeout(LINGER, s.message()).await {
+                            Ok(Ok(Some(next))) if !next.canceled => got.extend(events(next)),
+                            Err(_) => {}
+                            _ => ended = true,
                         }
                     }
+                    if !got.is_empty() && !on_event(got) {
+                        return;
+                    }
+                    if ended {
+                        break;
+                    }
                 }
-                on_event(Vec::new());
-            });
+            }
+            on_event(Vec::new());
+        });
     }
 
     /// Watch every key under `prefix` for as long as `on_event` returns
@@ -687,7 +711,7 @@ impl Client {
             let mut next = start;
             let mut k = 0usize;
             loop {
-                if let Some(mut s) = me.open_watch(k, &keys, next) {
+                if let Some(mut s) = me.rt.block_on(me.open_watch(k, &keys, next)) {
                     while let Ok(Some(r)) = me.rt.block_on(s.message()) {
                         if r.canceled {
                             // Compacted: the caller reads again from now.

@@ -1,5 +1,5 @@
 /*!
-A job's etcd lease, and the thread that renews it while the job waits and
+A job's etcd lease, and the task that renews it while the job waits and
 runs. The deadline baton acts on is local and conservative: from the *send*
 time of the last acknowledged renewal, the TTL it granted, less 5% (for a
 clock that runs at another rate than the leader's) and half a second. The
@@ -11,7 +11,6 @@ itself runs (a frozen baton is what `BATON_FENCE` is for).
 */
 
 use std::os::fd::OwnedFd;
-use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,12 +38,12 @@ struct State {
     sent: Instant,
 }
 
-/// A lease and its renewing thread (stopped when this is dropped).
+/// A lease and its renewing task (stopped when this is dropped).
 pub(super) struct Lease {
     pub(super) id: i64,
     ttl: Duration,
     state: Arc<Mutex<State>>,
-    stop: Option<Sender<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 fn deadline(sent: Instant, ttl_secs: i64) -> Instant {
@@ -93,7 +92,23 @@ pub(super) fn period(ttl: Duration) -> Duration {
 /// on); false if the cluster said it is gone (marked so) or did not answer.
 fn renew(client: &Client, id: i64, limit: Duration, state: &Mutex<State>) -> Option<bool> {
     let sent = Instant::now();
-    match client.keepalive(id, limit) {
+    noted(client.keepalive(id, limit), sent, state)
+}
+
+/// [`renew`], for the renewing task.
+async fn renew_async(
+    client: &Client,
+    id: i64,
+    limit: Duration,
+    state: &Mutex<State>,
+) -> Option<bool> {
+    let sent = Instant::now();
+    noted(client.keepalive_async(id, limit).await, sent, state)
+}
+
+/// What a renewal sent at `sent` answered, noted in `state`.
+fn noted(answer: EtcdResult<(i64, i64)>, sent: Instant, state: &Mutex<State>) -> Option<bool> {
+    match answer {
         Ok((ttl, revision)) if ttl > 0 => {
             if let Ok(mut s) = state.lock() {
                 s.deadline = s.deadline.max(deadline(sent, ttl));
@@ -113,8 +128,9 @@ fn renew(client: &Client, id: i64, limit: Duration, state: &Mutex<State>) -> Opt
 }
 
 impl Lease {
-    /// Grant a lease of `ttl` and start renewing it (see [`period`]); the
-    /// thread writes a byte to `wake` when the cluster says it is gone.
+    /// Grant a lease of `ttl` and start renewing it (see [`period`]) in a
+    /// task on the client's runtime, which writes a byte to `wake` when the
+    /// cluster says it is gone.
     pub(super) fn grant(client: &Client, ttl: Duration, wake: Arc<OwnedFd>) -> EtcdResult<Lease> {
         let sent = Instant::now();
         let (id, granted) = client.grant(ttl.as_secs().max(2) as i64)?;
@@ -124,45 +140,42 @@ impl Lease {
             revision: 0,
             sent,
         }));
-        let (stop, stopped) = channel::<()>();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let granted_ttl = Duration::from_secs(granted.max(1) as u64);
         let period = period(granted_ttl);
         let attempt = attempt(granted_ttl);
         let shared = Arc::clone(&state);
-        let client = client.clone();
-        let _ = std::thread::Builder::new()
-            .name(format!("lease-{id:x}"))
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                // The next renewal is due a period after the *send* time of
-                // the last acknowledged one (a slow answer, the grant's
-                // included, does not push it later).
-                let mut wait = shared.lock().map_or(period, |s| {
-                    (s.sent + period).saturating_duration_since(Instant::now())
-                });
-                loop {
-                    match stopped.recv_timeout(wait) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                    let tried = Instant::now();
-                    match renew(&client, id, attempt, &shared) {
-                        Some(true) => {
-                            wait = shared.lock().map_or(period, |s| {
-                                (s.sent + period).saturating_duration_since(Instant::now())
-                            });
-                        }
-                        Some(false) => {
-                            let _ = nix::unistd::write(&*wake, &[1]);
-                            return;
-                        }
-                        // Unreachable for now: try again one try's time after
-                        // this one began (at once if it used it all), from
-                        // the next endpoint.
-                        None => wait = (tried + attempt).saturating_duration_since(Instant::now()),
-                    }
-                }
+        let renewer = client.clone();
+        client.spawn(async move {
+            // The next renewal is due a period after the *send* time of the
+            // last acknowledged one (a slow answer, the grant's included,
+            // does not push it later).
+            let mut wait = shared.lock().map_or(period, |s| {
+                (s.sent + period).saturating_duration_since(Instant::now())
             });
+            loop {
+                // Stopped (or the lease dropped) before the wait is up.
+                if tokio::time::timeout(wait, &mut stopped).await.is_ok() {
+                    return;
+                }
+                let tried = Instant::now();
+                match renew_async(&renewer, id, attempt, &shared).await {
+                    Some(true) => {
+                        wait = shared.lock().map_or(period, |s| {
+                            (s.sent + period).saturating_duration_since(Instant::now())
+                        });
+                    }
+                    Some(false) => {
+                        let _ = nix::unistd::write(&*wake, &[1]);
+                        return;
+                    }
+                    // Unreachable for now: try again one try's time after
+                    // this one began (at once if it used it all), from the
+                    // next endpoint.
+                    None => wait = (tried + attempt).saturating_duration_since(Instant::now()),
+                }
+            }
+        });
         Ok(Lease {
             id,
             ttl: granted_ttl,
@@ -173,7 +186,7 @@ impl Lease {
 
     /// Renew once now, from this thread (before a command starts on a hold
     /// that is not [`Hold::Safe`]: a grant answered late, a renewal
-    /// missed); the renewing thread goes on from the later send time.
+    /// missed); the renewing task goes on from the later send time.
     pub(super) fn renew_now(&self, client: &Client) -> Hold {
         let _ = renew(client, self.id, attempt(self.ttl), &self.state);
         self.hold()
@@ -227,7 +240,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // The renewing thread ends at its next wake-up.
+        // The renewing task ends at once.
         self.stop.take();
     }
 }
